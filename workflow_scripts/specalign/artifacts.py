@@ -1,0 +1,169 @@
+"""Every artifact's Parquet schema, in one place, and atomic writers.
+
+Why atomic: a job killed mid-write must never leave a file that looks
+complete (Snakemake would otherwise treat it as done on a rerun), so every
+writer writes a temporary sibling and renames it over the target.
+
+Why metadata: a Parquet file must say where it came from (model path and
+hash, dtype, decoding, package versions, config fingerprint) so a number in a
+table can always be traced to what produced it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_i64, _i32, _f32, _f64, _str, _bool = pa.int64(), pa.int32(), pa.float32(), pa.float64(), pa.string(), pa.bool_()
+
+SCHEMAS: dict[str, pa.Schema] = {
+    # results/data/{dataset}/manifest.parquet: one row per usable sample.
+    # Paths are relative to the dataset root so results do not depend on where data is mounted.
+    "manifest": pa.schema([
+        ("sample_id", _str),            # "{sequence}/{clip:06d}"
+        ("split", _str),                # from the instruction JSON ("train", "test", ...)
+        ("question", _str),             # human turn, or the configured question list when empty
+        ("reference", _str),            # gpt turn ("" when absent); the demo's ground-truth caption
+        ("event_path", _str),           # event_npy/{seq}/{clip}.npy
+        ("video_dir", _str),            # video/{seq}/{clip} ("" when absent)
+        ("mp4_path", _str),             # mp4/{seq}/{clip}.mp4 ("" when absent)
+        ("event_image_paths", pa.list_(_str)),
+        ("duration_ms", _f64),
+        ("num_events", _i64),
+        ("width", _i32),                # sensor resolution as seen in the events (x.max+1)
+        ("height", _i32),               # (y.max+1)
+    ]),
+    # .../errors.parquet: every sample that failed a stage, never silently dropped.
+    "errors": pa.schema([
+        ("sample_id", _str),
+        ("stage", _str),                # manifest, generate, score, speculative
+        ("file", _str),                 # the file that was bad ("" if none)
+        ("error", _str),                # the message
+    ]),
+    # results/vocab/{model}.parquet: one row per token id.
+    "vocab": pa.schema([
+        ("id", _i64),
+        ("token", _str),                # the raw piece ("▁the", "Ġthe", "<0x0A>", "<s>")
+        ("text", _str),                 # what the piece contributes to decoded text (" the", "\n")
+        ("is_special", _bool),          # a role token (bos/eos/unk/pad) or registered special
+        ("is_added", _bool),            # added after training (<image>, <video>, <pad>, ...)
+        ("is_byte", _bool),             # a byte-fallback piece <0xNN> or a byte-level single byte
+    ]),
+    # results/translation/{draft}__{target}.parquet: one row per draft id.
+    "translation": pa.schema([
+        ("draft_id", _i64),
+        ("draft_token", _str),
+        ("kind", _str),                 # exact | normalised | byte | special | retokenised | unmapped
+        ("target_ids", pa.list_(_i64)), # 1 id for 1:1 kinds, n for retokenised, empty for unmapped
+        ("target_tokens", pa.list_(_str)),
+    ]),
+    # results/generate/{dataset}/{model}/{decoding}/shard{k}.parquet: one row per generated token.
+    "tokens": pa.schema([
+        ("sample_id", _str),
+        ("position", _i32),             # 0-based index among NEW tokens (the prompt is never included)
+        ("token_id", _i64),             # in the model's own id space
+        ("logprob", _f32),              # log prob of the token under the distribution it was drawn from
+        ("text", _str),                 # the token's decoded piece
+        ("prefill_ms", _f32),           # per sample (repeated): the prompt pass incl. vision encoder
+        ("decode_ms", _f32),            # this token's decode step (0 for position 0: it comes from prefill)
+        ("finish_reason", _str),        # per sample: "eos" or "length"
+        ("prompt_tokens", _i32),        # per sample: prompt length after placeholder expansion
+        ("peak_mem_mb", _f32),          # per sample: peak accelerator memory (0 on CPU)
+    ]),
+    # results/score/{dataset}/{draft}__{target}/{decoding}.parquet: teacher-forced draft along the
+    # target stream, one row per target token. Enough to replay any gamma without a model.
+    "scores": pa.schema([
+        ("sample_id", _str),
+        ("position", _i32),
+        ("target_token", _i64),         # y_j, target ids
+        ("draft_token", _i64),          # draft argmax at y_<j, mapped to target ids (-1: unmapped)
+        ("draft_argmax_id", _i64),      # the same in draft ids
+        ("match", _bool),               # m_j = draft_token == target_token
+        ("draft_logprob", _f32),        # log q(y_j | draft inputs, y_<j) after mapping (-inf: unreachable)
+        ("target_logprob", _f32),       # log p(y_j | target inputs, y_<j)
+        ("summin", _f32),               # sum_x min(p_j(x), q_j(x)); greedy: 1[match]
+        ("mapped_mass", _f32),          # sum of p_j over target tokens the draft can propose
+        ("is_eos", _bool),
+        ("max_new_tokens", _i32),       # per sample: the length budget the stream was generated with
+    ]),
+    # results/speculative/{dataset}/{draft}__{target}/{decoding}/g{gamma}.parquet: one row per round.
+    "rounds": pa.schema([
+        ("sample_id", _str),
+        ("gamma", _i32),
+        ("round", _i32),
+        ("start", _i32),                # s: target tokens emitted before this round
+        ("drafted", _i32),              # d_r
+        ("accepted", _i32),             # a_r
+        ("emitted", _i32),              # a_r + 1, or a_r when an accepted EOS ends the stream
+        ("tokens", pa.list_(_i64)),     # target ids emitted this round (concatenated: the output)
+        ("draft_ms", _f32),
+        ("verify_ms", _f32),
+        ("verify_flip", _bool),         # chunked verification argmax != step-by-step argmax somewhere
+        ("target_only_ms", _f32),       # per sample (repeated): plain target decoding of the same output
+    ]),
+}
+
+SUMMARY_COLUMNS = [
+    "dataset", "draft", "target", "decoding", "gamma", "n_samples", "rounds", "drafted", "accepted",
+    "token_acceptance_rate", "tau", "leviathan_alpha", "positional_match_rate",
+]
+
+
+def table(name: str, rows: Iterable[dict] | dict[str, list]) -> pa.Table:
+    """Build a table of artifact `name` from row dicts or columns, in schema order."""
+    schema = SCHEMAS[name]
+    if isinstance(rows, dict):
+        return pa.table({f.name: pa.array(rows[f.name], type=f.type) for f in schema}, schema=schema)
+    return pa.Table.from_pylist(list(rows), schema=schema)
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(tbl: pa.Table, path: str | Path, name: str, metadata: dict[str, Any] | None = None) -> None:
+    """Validate `tbl` against artifact `name` and write it atomically with provenance metadata."""
+    schema = SCHEMAS[name]
+    if tbl.schema.remove_metadata() != schema:
+        tbl = tbl.select(schema.names).cast(schema)
+    meta = {"specalign.artifact": name}
+    for k, v in (metadata or {}).items():
+        meta[f"specalign.{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    tbl = tbl.replace_schema_metadata(meta)
+    _atomic(path, lambda tmp: pq.write_table(tbl, tmp))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"specalign.")}
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    def w(tmp):
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+
+    _atomic(path, w)
+
+
+def write_text(text: str, path: str | Path) -> None:
+    def w(tmp):
+        with open(tmp, "w") as fh:
+            fh.write(text)
+
+    _atomic(path, w)

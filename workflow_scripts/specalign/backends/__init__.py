@@ -1,0 +1,1 @@
+"""One backend per model family (see specalign.models)."""
