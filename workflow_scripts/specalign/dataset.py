@@ -1,11 +1,26 @@
 """The DSEC event-video clip layout: samples, safe event loading, manifest.
 
-(Skeleton: the Sample record is fixed; the reader is being written.)
+Layout under a dataset root (shared/reference/models-and-data.md):
+``event_npy/{seq}/{clip}.npy`` (a pickled dict x, y, t, p, ...),
+``video/{seq}/{clip}/*.png``, ``mp4/{seq}/{clip}.mp4``,
+``event_image/{seq}/{clip}_{k}.png`` and an instruction JSON listing the
+clips. The demo dataset (demo_data.py) is written in the same layout, so
+this one reader serves both.
 """
 from __future__ import annotations
 
+import codecs
+import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import artifacts, video
 
 
 @dataclass(frozen=True)
@@ -24,3 +39,368 @@ class Sample:
     num_events: int = 0
     width: int = 0
     height: int = 0
+
+
+class EventFileError(ValueError):
+    """An event file that is not a readable dict of x, y, t, p arrays (names the file)."""
+
+
+class UnsafePickleError(EventFileError):
+    """An event file whose pickle asks for a global outside the numpy allow-list."""
+
+
+class SampleError(ValueError):
+    """A sample that cannot be used (names the sample id and the file)."""
+
+    def __init__(self, sample_id: str, file: str | Path | None, reason: str):
+        self.sample_id, self.file, self.reason = sample_id, "" if file is None else str(file), reason
+        where = f" ({self.file})" if self.file else ""
+        super().__init__(f"sample {sample_id}{where}: {reason}")
+
+
+# --------------------------------------------------------------------------
+# Restricted loading of pickled event dicts
+# --------------------------------------------------------------------------
+
+def _latin1_encode(obj: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    # Protocol-2 pickles (Python-2-era files) store bytes as
+    # _codecs.encode(text, "latin1"); only that exact use is honoured.
+    if encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} is not allowed")
+    return codecs.encode(obj, "latin1", errors)
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    multiarray = np._core.multiarray
+    numeric = np._core.numeric
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+    # numpy >= 2 writes numpy._core.*; files written by numpy 1.x say
+    # numpy.core.*. Both names resolve to the same (numpy 2) objects, without
+    # importing the deprecated numpy.core alias.
+    for pkg in ("numpy._core", "numpy.core"):
+        allowed[(f"{pkg}.multiarray", "_reconstruct")] = multiarray._reconstruct   # ndarray pickles
+        allowed[(f"{pkg}.multiarray", "scalar")] = multiarray.scalar               # numpy scalars
+        allowed[(f"{pkg}.numeric", "_frombuffer")] = numeric._frombuffer           # protocol-5 ndarrays
+    return allowed
+
+
+ALLOWED_PICKLE_GLOBALS: dict[tuple[str, str], Any] = _allowed_globals()
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays/scalars/dtypes, nothing else.
+
+    Unpickling calls whatever callables the file names, so an event file from
+    the internet could run code under ``np.load(allow_pickle=True)``. Every
+    global a pickle references goes through find_class; refusing all but the
+    numpy reconstruction helpers leaves only data-building operations.
+    """
+
+    def __init__(self, fh, path: Path):
+        super().__init__(fh)
+        self._path = path
+
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED_PICKLE_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"{self._path}: refused to unpickle global {module}.{name} "
+                f"(event files may only contain numpy arrays, scalars and plain containers)"
+            ) from None
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError(f"{self._path}: refused persistent id {pid!r} in pickle")
+
+
+def _read_npy_payload(path: Path) -> Any:
+    fmt = np.lib.format
+    with open(path, "rb") as fh:
+        try:
+            version = fmt.read_magic(fh)
+            # 3.0 differs from 2.0 only in the header text's encoding (utf8).
+            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _fortran, dtype = header(fh)
+        except ValueError as exc:
+            raise EventFileError(f"{path}: not a .npy file: {exc}") from exc
+        if not dtype.hasobject:
+            raise EventFileError(
+                f"{path}: holds a plain {dtype} array of shape {shape}, expected a pickled dict of x, y, t, p"
+            )
+        try:
+            obj = _NumpyOnlyUnpickler(fh, path).load()
+        except UnsafePickleError:
+            raise
+        except Exception as exc:  # truncated or garbled pickles raise many types
+            raise EventFileError(f"{path}: corrupt pickle payload: {type(exc).__name__}: {exc}") from exc
+    if isinstance(obj, np.ndarray) and obj.shape == () and obj.dtype == object:
+        obj = obj.item()                  # np.save(dict) wraps the dict in a 0-d object array
+    return obj
+
+
+def load_event_file(path: str | Path) -> dict:
+    """Read a DSEC-style event .npy (a pickled dict) without running its code.
+
+    Returns the dict with ``x, y, t, p`` as numpy arrays (validated: present,
+    1-D, numeric, one length) and every other key as stored. Raises
+    EventFileError (a ValueError) naming the file, or UnsafePickleError when
+    the pickle references anything but numpy array/scalar/dtype helpers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EventFileError(f"{path}: event file does not exist")
+    obj = _read_npy_payload(path)
+    if not isinstance(obj, dict):
+        raise EventFileError(f"{path}: expected a dict of event arrays, found {type(obj).__name__}")
+    missing = [k for k in ("x", "y", "t", "p") if k not in obj]
+    if missing:
+        raise EventFileError(f"{path}: event dict lacks keys {missing} (has {sorted(map(str, obj))})")
+    out = dict(obj)
+    lengths = {}
+    for k in ("x", "y", "t", "p"):
+        arr = np.asarray(obj[k])
+        if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise EventFileError(f"{path}: '{k}' must be a 1-D numeric array, got {arr.dtype} shape {arr.shape}")
+        out[k] = arr
+        lengths[k] = arr.shape[0]
+    if len(set(lengths.values())) != 1:
+        raise EventFileError(f"{path}: x, y, t, p lengths differ: {lengths}")
+    return out
+
+
+# --------------------------------------------------------------------------
+# Instruction JSON -> samples
+# --------------------------------------------------------------------------
+
+_PLACEHOLDERS = ("<event>", "<image>", "<video>")
+
+
+def read_instructions(json_path: str | Path) -> list[dict]:
+    """The instruction JSON: a list of entry dicts (error names the file otherwise)."""
+    json_path = Path(json_path)
+    try:
+        with open(json_path) as fh:
+            entries = json.load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{json_path}: instruction JSON does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{json_path}: not valid JSON: {exc}") from exc
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{json_path}: expected a JSON list of entry objects")
+    return entries
+
+
+def _turn(entry: dict, role: str) -> str | None:
+    for turn in entry.get("conversations") or []:
+        if isinstance(turn, dict) and turn.get("from") == role:
+            return str(turn.get("value") or "")
+    return None
+
+
+def _sample_id(entry: dict, index: int) -> str:
+    # The "{sequence}/{clip}" form comes from the clip's own file path, which
+    # every layout has; the JSON "id" field's format is not documented.
+    for key, suffix in (("event_data", ".npy"), ("mp4_data", ".mp4"), ("video_data", "")):
+        rel = entry.get(key)
+        if rel:
+            rel = str(rel).strip("/")
+            return rel[: -len(suffix)] if suffix and rel.endswith(suffix) else rel
+    if entry.get("id") is not None:
+        return str(entry["id"])
+    raise ValueError(f"entry {index} has none of event_data, mp4_data, video_data, id")
+
+
+def samples_from_instructions(root: str | Path, json_path: str | Path, questions: Sequence[str],
+                              split: str | None) -> list[Sample]:
+    """Samples for the entries of one split (all entries when split is None).
+
+    question: the human turn without its <event>/<image>/<video> placeholders;
+    when that is empty (as in the built DSEC files) ``questions[i % len]``
+    with i the entry's index in the whole JSON, so a clip's question does not
+    depend on which split or subset is read. An entry without a "split" field
+    belongs to the requested split (or "test"). Paths are absolute; a piece
+    the entry does not name is None. Files are not opened here (build_manifest
+    checks them).
+    """
+    root = Path(root).resolve()
+    entries = read_instructions(json_path)
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        entry_split = str(entry.get("split") or split or "test")
+        if split is not None and entry_split != split:
+            continue
+        sid = _sample_id(entry, i)
+        if sid in seen:
+            raise ValueError(f"{json_path}: sample {sid} appears twice (entries {seen[sid]} and {i})")
+        seen[sid] = i
+        question = _turn(entry, "human") or ""
+        for ph in _PLACEHOLDERS:
+            question = question.replace(ph, "")
+        question = question.strip()
+        if not question:
+            if not questions:
+                raise ValueError(f"{json_path}: sample {sid} has an empty human turn and no questions are configured")
+            question = questions[i % len(questions)]
+
+        def under(sub: str, key: str) -> Path | None:
+            rel = entry.get(key)
+            return root / sub / str(rel) if rel else None
+
+        samples.append(Sample(
+            sample_id=sid,
+            split=entry_split,
+            question=question,
+            reference=(_turn(entry, "gpt") or "").strip(),
+            event_path=under("event_npy", "event_data"),
+            video_dir=under("video", "video_data"),
+            mp4_path=under("mp4", "mp4_data"),
+            event_image_paths=tuple(root / "event_image" / str(p) for p in entry.get("event_image") or ()),
+        ))
+    return samples
+
+
+# --------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------
+
+def _rel(path: Path | None, root: Path) -> str:
+    if path is None:
+        return ""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _manifest_row(sample: Sample, root: Path) -> dict:
+    """One manifest row, or SampleError naming the sample and the bad file."""
+    sid = sample.sample_id
+    if sample.event_path is None:
+        raise SampleError(sid, None, "the instruction entry names no event file")
+    try:
+        ev = load_event_file(sample.event_path)
+    except EventFileError as exc:
+        raise SampleError(sid, _rel(sample.event_path, root), str(exc)) from exc
+    n = int(ev["t"].shape[0])
+    if n == 0:
+        raise SampleError(sid, _rel(sample.event_path, root), "event file holds zero events")
+
+    # The video is the target's input: a declared mp4 must decode (it is what
+    # sample_video_frames reads first); a declared but absent mp4 or PNG
+    # folder is left out of the row, and at least one of the two must work.
+    mp4 = sample.mp4_path if sample.mp4_path is not None and sample.mp4_path.exists() else None
+    vdir = sample.video_dir if sample.video_dir is not None and sample.video_dir.is_dir() else None
+    if mp4 is not None:
+        try:
+            video.check_readable(mp4)
+        except (OSError, ValueError) as exc:
+            raise SampleError(sid, _rel(mp4, root), f"unreadable video: {exc}") from exc
+    png_problem = ""
+    if vdir is not None:
+        try:
+            video.check_readable(vdir)
+        except (OSError, ValueError) as exc:
+            png_problem, vdir = f" ({exc})", None
+    if mp4 is None and vdir is None:
+        declared = [_rel(p, root) for p in (sample.mp4_path, sample.video_dir) if p is not None]
+        raise SampleError(sid, ", ".join(declared) or None,
+                          f"no readable video: mp4 absent, PNG frame folder absent or unreadable{png_problem}")
+
+    # Pre-rendered event images are optional (they can be rendered from the
+    # events): keep the list only when all of them exist.
+    images = sample.event_image_paths
+    images = images if images and all(p.is_file() for p in images) else ()
+    t = ev["t"]
+    return {
+        "sample_id": sid,
+        "split": sample.split,
+        "question": sample.question,
+        "reference": sample.reference,
+        "event_path": _rel(sample.event_path, root),
+        "video_dir": _rel(vdir, root),
+        "mp4_path": _rel(mp4, root),
+        "event_image_paths": [_rel(p, root) for p in images],
+        "duration_ms": float(t.max() - t.min()) / 1000.0,
+        "num_events": n,
+        "width": int(ev["x"].max()) + 1,
+        "height": int(ev["y"].max()) + 1,
+    }
+
+
+def build_manifest(root: str | Path, json_path: str | Path, questions: Sequence[str], split: str | None,
+                   skip_bad: bool) -> tuple[pa.Table, pa.Table]:
+    """(manifest, errors) tables for every sample of the split.
+
+    Each sample's events are loaded (restricted unpickler) to record
+    duration_ms, num_events, width = x.max+1, height = y.max+1, and its video
+    is checked. A bad sample raises SampleError, or with skip_bad becomes an
+    errors row (stage "manifest") and is left out: never silently dropped.
+    Paths in the manifest are relative to root.
+    """
+    root = Path(root).resolve()
+    rows, errors = [], []
+    for sample in samples_from_instructions(root, json_path, questions, split):
+        try:
+            rows.append(_manifest_row(sample, root))
+        except SampleError as exc:
+            if not skip_bad:
+                raise
+            errors.append({"sample_id": exc.sample_id, "stage": "manifest", "file": exc.file, "error": exc.reason})
+    return artifacts.table("manifest", rows), artifacts.table("errors", errors)
+
+
+def samples_from_manifest(manifest: str | Path | pa.Table, root: str | Path) -> list[Sample]:
+    """Samples from a manifest table or Parquet file, paths made absolute under root."""
+    tbl = manifest if isinstance(manifest, pa.Table) else pq.read_table(manifest)
+    root = Path(root).resolve()
+
+    def absolute(rel: str | None) -> Path | None:
+        return root / rel if rel else None
+
+    return [
+        Sample(
+            sample_id=r["sample_id"],
+            split=r["split"],
+            question=r["question"],
+            reference=r["reference"],
+            event_path=absolute(r["event_path"]),
+            video_dir=absolute(r["video_dir"]),
+            mp4_path=absolute(r["mp4_path"]),
+            event_image_paths=tuple(root / p for p in r["event_image_paths"] or ()),
+            duration_ms=float(r["duration_ms"]),
+            num_events=int(r["num_events"]),
+            width=int(r["width"]),
+            height=int(r["height"]),
+        )
+        for r in tbl.to_pylist()
+    ]
+
+
+def sample_events(sample: Sample) -> dict:
+    """The sample's event dict (restricted loader); errors name the sample."""
+    if sample.event_path is None:
+        raise SampleError(sample.sample_id, None, "no event file")
+    try:
+        return load_event_file(sample.event_path)
+    except EventFileError as exc:
+        raise SampleError(sample.sample_id, sample.event_path, str(exc)) from exc
+
+
+def sample_video_frames(sample: Sample, k: int = 8) -> np.ndarray:
+    """The sample's k uniformly sampled RGB frames, uint8 [k, H, W, 3].
+
+    The mp4 when the sample has one, else the PNG folder (the manifest keeps
+    only sources that were readable).
+    """
+    src = sample.mp4_path or sample.video_dir
+    if src is None:
+        raise SampleError(sample.sample_id, None, "no mp4 and no PNG frame folder")
+    try:
+        return video.sample_frames(src, k)
+    except (OSError, ValueError) as exc:
+        raise SampleError(sample.sample_id, src, str(exc)) from exc

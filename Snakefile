@@ -1,0 +1,28 @@
+# specalign: measure, explain and raise draft-token acceptance in speculative decoding.
+# Thin by design: config + schema, the rule files, and `rule all`. Logic lives in
+# workflow_scripts/specalign/ (the importable package); helpers in rules/common.smk.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/tokens.smk"
+include: "rules/models.smk"
+include: "rules/generate.smk"
+include: "rules/acceptance.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

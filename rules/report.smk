@@ -1,0 +1,23 @@
+# The report: acceptance beside the seed's positional match, the cost model, and which
+# tokens disagree, where and why.
+
+
+rule report:
+    input:
+        summary="results/acceptance/summary.csv",
+        per_position="results/acceptance/per_position.csv",
+        cost="results/acceptance/cost_model.csv",
+        loop="results/acceptance/loop_vs_replay.csv",
+        scores=expand("results/score/{dataset}/{pair}/{decoding}.parquet",
+                      dataset=DATASETS, pair=PAIRS, decoding=DECODINGS),
+        stats=expand("results/translation/{pair}.stats.json", pair=PAIRS),
+        code=pkg("report.py", "explain.py"),
+    output:
+        report="results/report.md",
+        disagreements="results/explain/disagreements.csv",
+    params:
+        runs=acceptance_runs,
+    log:
+        "logs/report/report.log",
+    script:
+        "../workflow_scripts/report.py"

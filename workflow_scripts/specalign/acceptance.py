@@ -1,0 +1,478 @@
+"""Replaying greedy speculative rounds and every metric of acceptance-metrics.md.
+
+Definitions come from shared/reference/acceptance-metrics.md and are used
+exactly; each quantity has one function and one column name:
+
+- Leviathan alpha: mean of summin (sum_x min(p, q)) over target positions.
+- token acceptance rate = sum accepted / sum drafted (vLLM V1).
+- tau = sum emitted / rounds (includes the target's own token; plain decoding = 1).
+- per-position acceptance, unconditional and conditional.
+- the i.i.d. (Leviathan) predictions: tokens per target call, speedup, best gamma,
+  and the token acceptance rate the i.i.d. model implies.
+- the positional match rate the seed note reported, kept only to show that it
+  is a different (and much smaller) number.
+
+Why the replay and the real loop share code: the replay of a teacher-forced
+pass is exact for greedy decoding, so on identical rounds the two summaries
+must agree to the last bit. Both therefore reduce their rounds to per-sample
+arrays and go through the one function `_summarise_gamma`.
+
+Pure numpy/polars: no models, so everything here is unit-testable on a CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+CI_LEVEL = 0.95   # the level of every *_lo / *_hi column
+N_BOOT = 1000     # bootstrap resamples used by the summaries unless told otherwise
+
+
+# --------------------------------------------------------------------------------------------
+# Greedy round replay (docs/architecture.md, "Greedy round replay"): the exact rule the loop uses
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Round:
+    """One draft-verify round: the same four numbers the loop's "rounds" table records."""
+
+    start: int      # s: target tokens emitted before this round
+    drafted: int    # d_r = g: tokens the draft proposed (it never stops at its own EOS)
+    accepted: int   # a_r: longest agreeing prefix of the proposal
+    emitted: int    # a_r + 1, or a_r when an accepted EOS ends the stream (no bonus token)
+
+
+def _check_gamma(gamma: int) -> int:
+    if isinstance(gamma, bool) or int(gamma) != gamma or gamma < 1:
+        raise ValueError(f"gamma must be an integer >= 1, got {gamma!r}")
+    return int(gamma)
+
+
+def _run_lengths(matches: np.ndarray) -> np.ndarray:
+    """run[j] = number of consecutive True values starting at j (0 if matches[j] is False).
+
+    Computed once backwards so each round is O(1) instead of rescanning the stream.
+    """
+    run = np.zeros(len(matches) + 1, dtype=np.int64)
+    for j in range(len(matches) - 1, -1, -1):
+        run[j] = run[j + 1] + 1 if matches[j] else 0
+    return run[:-1]
+
+
+def replay_rounds(matches: Sequence[bool], gamma: int, max_new_tokens: int) -> list[Round]:
+    """Rounds of greedy speculative decoding along a target stream of length N = len(matches).
+
+    matches[j] = 1 iff the draft's argmax given the target prefix y_<j equals y_j (teacher
+    forced, in target ids). The rule is the one in docs/architecture.md, verbatim:
+
+        g = max(0, min(gamma, max_new_tokens - s - 1))   # never propose past the length budget
+        a = min(g, run of True from s, N - s)             # N - s: an accepted EOS ends the stream
+        emitted = a if s + a == N else a + 1              # accepted EOS: no bonus token
+    """
+    gamma = _check_gamma(gamma)
+    m = np.asarray(matches, dtype=bool).reshape(-1)
+    n = len(m)
+    if n > max_new_tokens:
+        # The stream cannot be longer than the budget it was generated with: a longer one means
+        # the scores and the budget do not belong together, and the g cap would be wrong.
+        raise ValueError(f"stream length {n} exceeds max_new_tokens {max_new_tokens}")
+    run = _run_lengths(m)
+    rounds: list[Round] = []
+    s = 0
+    while s < n:
+        g = max(0, min(gamma, max_new_tokens - s - 1))
+        a = min(g, int(run[s]), n - s)
+        emitted = a if s + a == n else a + 1
+        rounds.append(Round(start=s, drafted=g, accepted=a, emitted=emitted))
+        s += emitted
+    return rounds
+
+
+# --------------------------------------------------------------------------------------------
+# i.i.d. model (Leviathan, Kalman, Matias 2023, Eq. 1 and Thm 3.8)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_alpha(alpha: float) -> float:
+    alpha = float(alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    return alpha
+
+
+def expected_tokens_per_call(alpha: float, gamma: int) -> float:
+    """E[tokens per target call] = (1 - alpha^(gamma+1)) / (1 - alpha); gamma + 1 at alpha = 1.
+
+    Evaluated as the geometric sum 1 + alpha + ... + alpha^gamma, which is the same quantity
+    but has no 0/0 at alpha = 1 and no cancellation just below it.
+    """
+    alpha = _check_alpha(alpha)
+    if isinstance(gamma, bool) or int(gamma) != gamma or gamma < 0:
+        raise ValueError(f"gamma must be an integer >= 0, got {gamma!r}")
+    return float(sum(alpha ** k for k in range(int(gamma) + 1)))
+
+
+def expected_speedup(alpha: float, gamma: int, c: float) -> float:
+    """Walltime speedup under the i.i.d. model: E[tokens per call] / (gamma * c + 1)."""
+    if c < 0:
+        raise ValueError(f"cost ratio c must be >= 0, got {c}")
+    return expected_tokens_per_call(alpha, gamma) / (gamma * float(c) + 1.0)
+
+
+def best_gamma(alpha: float, c: float, max_gamma: int = 16) -> int:
+    """The integer gamma in 1..max_gamma maximising the i.i.d. speedup; 0 = "no speedup".
+
+    0 is returned when no gamma beats plain decoding (speedup 1). That is always the case when
+    alpha <= c: sum_k alpha^k <= 1 + gamma*alpha <= 1 + gamma*c. We return 0 for that case
+    directly so floating-point ties (e.g. alpha = c = 1 gives exactly 1) cannot flip it.
+    Ties between gammas go to the smallest one (cheaper, same predicted speed).
+    """
+    alpha = _check_alpha(alpha)
+    _check_gamma(max_gamma)
+    if c < 0:
+        raise ValueError(f"cost ratio c must be >= 0, got {c}")
+    if alpha <= c:
+        return 0
+    speedups = [expected_speedup(alpha, g, c) for g in range(1, int(max_gamma) + 1)]
+    best = int(np.argmax(speedups))
+    return best + 1 if speedups[best] > 1.0 else 0
+
+
+def iid_token_acceptance(alpha: float, gamma: int) -> float:
+    """Token acceptance rate the i.i.d. model predicts: alpha (1 - alpha^gamma) / (gamma (1 - alpha)).
+
+    = (alpha + ... + alpha^gamma) / gamma: expected accepted per round over gamma drafted. It is
+    not alpha itself; shown beside the measured rate to see how far the i.i.d. model is off.
+    """
+    alpha = _check_alpha(alpha)
+    gamma = _check_gamma(gamma)
+    return float(sum(alpha ** k for k in range(1, gamma + 1)) / gamma)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-position acceptance and bootstrap
+# --------------------------------------------------------------------------------------------
+
+
+def _ratio(num: float, den: float) -> float:
+    # NaN (not 0, not an error) where nothing was observed: an empty denominator is "no data".
+    return float(num) / float(den) if den else float("nan")
+
+
+def _per_position_arrays(drafted: np.ndarray, accepted: np.ndarray, gamma: int) -> tuple[np.ndarray, np.ndarray]:
+    uncond = np.full(gamma, np.nan)
+    cond = np.full(gamma, np.nan)
+    for i in range(1, gamma + 1):
+        reached = accepted >= i                    # accepted prefix reaches position i
+        offered = drafted >= i                     # the draft proposed a token at position i
+        uncond[i - 1] = _ratio(np.sum(reached), np.sum(offered))
+        cond[i - 1] = _ratio(np.sum(reached), np.sum(offered & (accepted >= i - 1)))
+    return uncond, cond
+
+
+def per_position(rounds: Sequence[Round], gamma: int) -> tuple[np.ndarray, np.ndarray]:
+    """(unconditional[i-1], conditional[i-1]) for positions i = 1..gamma, pooled over rounds.
+
+    unconditional = #rounds with accepted >= i / #rounds with drafted >= i
+    conditional   = #rounds with accepted >= i / #rounds with drafted >= i and accepted >= i-1
+    NaN where the denominator is 0 (e.g. no round drafted that far).
+    """
+    gamma = _check_gamma(gamma)
+    drafted = np.array([r.drafted for r in rounds], dtype=np.int64)
+    accepted = np.array([r.accepted for r in rounds], dtype=np.int64)
+    return _per_position_arrays(drafted, accepted, gamma)
+
+
+def bootstrap_ci(per_sample_num: Sequence[float], per_sample_den: Sequence[float], n_boot: int = N_BOOT,
+                 seed: int = 0, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap CI of the pooled ratio sum(num) / sum(den), resampling SAMPLES.
+
+    Samples (prompts), not rounds or tokens, are the independent units: rounds of one answer are
+    correlated, so resampling rounds would give intervals that are too narrow. The same seed gives
+    the same interval. Resamples whose denominator sums to 0 are dropped (their ratio is undefined);
+    (nan, nan) when there is no sample or no resample is defined.
+    """
+    num = np.asarray(per_sample_num, dtype=np.float64).reshape(-1)
+    den = np.asarray(per_sample_den, dtype=np.float64).reshape(-1)
+    if num.shape != den.shape:
+        raise ValueError(f"num and den differ in length: {num.shape} vs {den.shape}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    n = len(num)
+    if n == 0 or n_boot < 1:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(int(n_boot), n))
+    bnum, bden = num[idx].sum(axis=1), den[idx].sum(axis=1)
+    ok = bden != 0
+    if not ok.any():
+        return float("nan"), float("nan")
+    ratios = bnum[ok] / bden[ok]
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(ratios, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries: one row per gamma, from a replay (scores) or from a real loop (rounds)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _SampleRounds:
+    """One sample's rounds at one gamma, as arrays (the common form of replay and loop)."""
+
+    sample_id: str
+    drafted: np.ndarray
+    accepted: np.ndarray
+    emitted: np.ndarray
+
+
+def _pos_columns(max_gamma: int) -> list[str]:
+    return [f"pos{i}_{kind}" for i in range(1, max_gamma + 1) for kind in ("uncond", "cond")]
+
+
+def _summarise_gamma(gamma: int, samples: list[_SampleRounds], max_gamma: int, n_boot: int,
+                     seed: int) -> dict:
+    """The core columns for one gamma. Both summaries call this, so equal rounds give equal numbers.
+
+    `samples` must come in a fixed order (sorted by sample_id): the bootstrap draws indices,
+    so the order decides which resamples are drawn.
+    """
+    d = [s.drafted.sum() for s in samples]
+    a = [s.accepted.sum() for s in samples]
+    e = [s.emitted.sum() for s in samples]
+    r = [len(s.drafted) for s in samples]
+    drafted, accepted, emitted, rounds = int(sum(d)), int(sum(a)), int(sum(e)), int(sum(r))
+    row: dict = {
+        "gamma": int(gamma),
+        "n_samples": len(samples),
+        "rounds": rounds,
+        "drafted": drafted,
+        "accepted": accepted,
+        "emitted": emitted,
+        "token_acceptance_rate": _ratio(accepted, drafted),
+        "tau": _ratio(emitted, rounds),
+    }
+    row["token_acceptance_rate_lo"], row["token_acceptance_rate_hi"] = bootstrap_ci(a, d, n_boot, seed)
+    row["tau_lo"], row["tau_hi"] = bootstrap_ci(e, r, n_boot, seed)
+    all_d = np.concatenate([s.drafted for s in samples]) if samples else np.zeros(0, np.int64)
+    all_a = np.concatenate([s.accepted for s in samples]) if samples else np.zeros(0, np.int64)
+    uncond, cond = _per_position_arrays(all_d, all_a, gamma)
+    for i in range(1, max_gamma + 1):
+        # Beyond this gamma no position exists: NaN keeps one column set for every row.
+        row[f"pos{i}_uncond"] = float(uncond[i - 1]) if i <= gamma else float("nan")
+        row[f"pos{i}_cond"] = float(cond[i - 1]) if i <= gamma else float("nan")
+    return row
+
+
+_CORE_SCHEMA = {
+    "gamma": pl.Int64, "n_samples": pl.Int64, "rounds": pl.Int64, "drafted": pl.Int64,
+    "accepted": pl.Int64, "emitted": pl.Int64, "token_acceptance_rate": pl.Float64, "tau": pl.Float64,
+    "token_acceptance_rate_lo": pl.Float64, "token_acceptance_rate_hi": pl.Float64,
+    "tau_lo": pl.Float64, "tau_hi": pl.Float64,
+}
+
+
+def _frame(rows: list[dict], extra: dict, max_gamma: int) -> pl.DataFrame:
+    schema = dict(_CORE_SCHEMA)
+    schema.update(extra)
+    schema.update({c: pl.Float64 for c in _pos_columns(max_gamma)})
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+
+
+def _streams(scores: pl.DataFrame) -> list[tuple[str, np.ndarray, int]]:
+    """(sample_id, matches in position order, max_new_tokens) per sample, sorted by sample_id."""
+    out = []
+    for (sid,), part in scores.sort(["sample_id", "position"]).group_by("sample_id", maintain_order=True):
+        pos = part["position"].to_numpy()
+        if not np.array_equal(pos, np.arange(len(pos))):
+            # The replay walks the stream from position 0 without gaps; a hole or a duplicate
+            # would silently shift every round after it.
+            raise ValueError(f"sample {sid!r}: positions are not 0..{len(pos) - 1} without gaps")
+        budgets = part["max_new_tokens"].unique()
+        if len(budgets) != 1:
+            raise ValueError(f"sample {sid!r}: max_new_tokens is not constant: {budgets.to_list()}")
+        out.append((str(sid), part["match"].to_numpy().astype(bool), int(budgets[0])))
+    return out
+
+
+def replay_rounds_table(scores: pl.DataFrame, gamma: int) -> pl.DataFrame:
+    """The replayed rounds of every sample at one gamma, in the loop's "rounds" column names.
+
+    Lets a replay be compared round by round with a real loop's rounds table.
+    """
+    gamma = _check_gamma(gamma)
+    rows = []
+    for sid, matches, budget in _streams(scores):
+        for k, rd in enumerate(replay_rounds(matches, gamma, budget)):
+            rows.append((sid, gamma, k, rd.start, rd.drafted, rd.accepted, rd.emitted))
+    schema = {"sample_id": pl.String, "gamma": pl.Int32, "round": pl.Int32, "start": pl.Int32,
+              "drafted": pl.Int32, "accepted": pl.Int32, "emitted": pl.Int32}
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def replay_summary(scores: pl.DataFrame, gammas: list[int], n_boot: int = N_BOOT, seed: int = 0) -> pl.DataFrame:
+    """One row per gamma from a teacher-forced "scores" table (exact for greedy decoding).
+
+    Columns: the core (gamma, n_samples, rounds, drafted, accepted, emitted,
+    token_acceptance_rate, tau, their 95% CIs, pos{i}_uncond / pos{i}_cond for i up to
+    max(gammas)), plus leviathan_alpha (pooled mean of summin over all positions) with its CI,
+    mapped_mass (pooled mean) and iid_token_acceptance (what the i.i.d. model predicts from
+    leviathan_alpha, shown beside the measured token_acceptance_rate).
+    """
+    gammas = [_check_gamma(g) for g in gammas]
+    if not gammas:
+        raise ValueError("gammas is empty")
+    max_gamma = max(gammas)
+    streams = _streams(scores)
+    # alpha is a per-position quantity, the same for every gamma: pooled over positions, CI over samples.
+    per = (scores.group_by("sample_id")
+           .agg(pl.col("summin").cast(pl.Float64).sum().alias("s"),
+                pl.col("summin").count().alias("n"))
+           .sort("sample_id"))
+    alpha = _ratio(per["s"].sum(), per["n"].sum())
+    alpha_lo, alpha_hi = bootstrap_ci(per["s"].to_numpy(), per["n"].to_numpy(), n_boot, seed)
+    mapped = scores["mapped_mass"].cast(pl.Float64).mean() if scores.height else None
+    mapped = float("nan") if mapped is None else float(mapped)
+    rows = []
+    for g in gammas:
+        samples = []
+        for sid, matches, budget in streams:
+            rds = replay_rounds(matches, g, budget)
+            samples.append(_SampleRounds(
+                sid,
+                np.array([r.drafted for r in rds], dtype=np.int64),
+                np.array([r.accepted for r in rds], dtype=np.int64),
+                np.array([r.emitted for r in rds], dtype=np.int64)))
+        row = _summarise_gamma(g, samples, max_gamma, n_boot, seed)
+        row.update({
+            "leviathan_alpha": alpha, "leviathan_alpha_lo": alpha_lo, "leviathan_alpha_hi": alpha_hi,
+            "mapped_mass": mapped,
+            "iid_token_acceptance": iid_token_acceptance(alpha, g) if np.isfinite(alpha) else float("nan"),
+        })
+        rows.append(row)
+    extra = {"leviathan_alpha": pl.Float64, "leviathan_alpha_lo": pl.Float64, "leviathan_alpha_hi": pl.Float64,
+             "mapped_mass": pl.Float64, "iid_token_acceptance": pl.Float64}
+    return _frame(rows, extra, max_gamma)
+
+
+def rounds_summary(rounds: pl.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> pl.DataFrame:
+    """One row per gamma from a real loop's "rounds" table: the same core columns as replay_summary.
+
+    Rounds are checked against the rule's invariants (accepted <= drafted <= gamma, emitted is
+    accepted or accepted + 1) so a broken loop shows up here instead of as a plausible number.
+    """
+    gammas = sorted(int(g) for g in rounds["gamma"].unique().to_list()) if rounds.height else []
+    max_gamma = max(gammas) if gammas else 0
+    bad = rounds.filter(
+        (pl.col("accepted") < 0) | (pl.col("accepted") > pl.col("drafted")) | (pl.col("drafted") > pl.col("gamma"))
+        | ((pl.col("emitted") != pl.col("accepted")) & (pl.col("emitted") != pl.col("accepted") + 1)))
+    if bad.height:
+        raise ValueError(f"{bad.height} rounds break accepted <= drafted <= gamma, emitted in "
+                         f"{{accepted, accepted + 1}}; first: {bad.row(0, named=True)}")
+    rows = []
+    ordered = rounds.sort(["gamma", "sample_id", "round"])
+    for g in gammas:
+        samples = [
+            _SampleRounds(str(sid), part["drafted"].to_numpy().astype(np.int64),
+                          part["accepted"].to_numpy().astype(np.int64), part["emitted"].to_numpy().astype(np.int64))
+            for (sid,), part in ordered.filter(pl.col("gamma") == g).group_by("sample_id", maintain_order=True)
+        ]
+        rows.append(_summarise_gamma(_check_gamma(g), samples, max_gamma, n_boot, seed))
+    return _frame(rows, {}, max_gamma)
+
+
+# --------------------------------------------------------------------------------------------
+# The seed note's positional match rate (acceptance-metrics.md section 5): not an acceptance rate
+# --------------------------------------------------------------------------------------------
+
+
+def positional_match(draft_ids: Sequence[int], target_ids: Sequence[int]) -> tuple[int, int, int]:
+    """(matched, draft_len, min_len): matched = #{i < min len : d_i == t_i}, both in target ids.
+
+    Two free-running outputs compared index by index; after the first disagreement they drift
+    apart and nothing re-synchronises them, which is why this is far below an acceptance rate.
+    """
+    d = np.asarray(draft_ids, dtype=np.int64).reshape(-1)
+    t = np.asarray(target_ids, dtype=np.int64).reshape(-1)
+    k = min(len(d), len(t))
+    return int(np.sum(d[:k] == t[:k])), len(d), k
+
+
+@dataclass(frozen=True)
+class PositionalMatch:
+    """Pooled positional match over samples present in both streams (the seed's 115/1702 style)."""
+
+    n_samples: int
+    matched: int
+    draft_tokens: int
+    min_tokens: int
+    positional_match_rate: float           # matched / draft_tokens (the seed's alignment test)
+    positional_match_rate_min_len: float   # matched / min_tokens (the seed's benchmark script)
+
+
+def positional_match_rate(draft_streams: Mapping[str, Sequence[int]],
+                          target_streams: Mapping[str, Sequence[int]]) -> PositionalMatch:
+    """Pool positional_match over the samples present in both dicts (draft ids already mapped to target ids)."""
+    matched = draft_len = min_len = n = 0
+    for sid in sorted(set(draft_streams) & set(target_streams)):
+        m, dl, ml = positional_match(draft_streams[sid], target_streams[sid])
+        matched, draft_len, min_len, n = matched + m, draft_len + dl, min_len + ml, n + 1
+    return PositionalMatch(n, matched, draft_len, min_len, _ratio(matched, draft_len), _ratio(matched, min_len))
+
+
+# --------------------------------------------------------------------------------------------
+# Cost model
+# --------------------------------------------------------------------------------------------
+
+
+def cost_model(draft_prefill_ms: float, draft_decode_ms: float, target_prefill_ms: float,
+               target_decode_ms: float, alpha: float, gammas: Sequence[int], new_tokens: int = 64,
+               max_gamma: int = 16) -> pl.DataFrame:
+    """Per gamma: c, the i.i.d. speedup, and a prefill-aware latency estimate for L = new_tokens.
+
+    With Tp, Dp the target / draft prefill, Td, Dd their per-token decode times and
+    E = expected_tokens_per_call(alpha, gamma):
+
+        target_only_ms  = Tp + L * Td
+        speculative_ms  = Tp + Dp + (L / E) * (gamma * Dd + Td)
+        latency_speedup = target_only_ms / speculative_ms
+
+    Why: speculative decoding pays both prompts' prefill once (sequentially: the draft cannot
+    start before its own prompt is encoded, and with thousands of visual tokens prefill is not
+    negligible), then needs about L / E target calls, each preceded by gamma draft steps. As
+    L -> infinity the ratio tends to E / (gamma c + 1), the i.i.d. speedup, with c = Dd / Td.
+    Approximations (stated, not hidden): a verify pass over gamma + 1 tokens is costed as one
+    decode step (memory-bound regime); the draft's catch-up on the target's bonus token is
+    folded into its next step; fractional calls (L / E) are kept; the length cap is ignored.
+    best_gamma is the i.i.d. optimum (0 = no gamma beats plain decoding), repeated on every row.
+    """
+    times = {"draft_prefill_ms": draft_prefill_ms, "draft_decode_ms": draft_decode_ms,
+             "target_prefill_ms": target_prefill_ms, "target_decode_ms": target_decode_ms}
+    for name, v in times.items():
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite time >= 0, got {v}")
+    if target_decode_ms <= 0:
+        raise ValueError("target_decode_ms must be > 0: c = draft_decode / target_decode")
+    if new_tokens < 1:
+        raise ValueError(f"new_tokens must be >= 1, got {new_tokens}")
+    alpha = _check_alpha(alpha)
+    c = float(draft_decode_ms) / float(target_decode_ms)
+    best = best_gamma(alpha, c, max_gamma)
+    rows = []
+    for g in gammas:
+        g = _check_gamma(g)
+        e = expected_tokens_per_call(alpha, g)
+        target_only = target_prefill_ms + new_tokens * target_decode_ms
+        spec = target_prefill_ms + draft_prefill_ms + (new_tokens / e) * (g * draft_decode_ms + target_decode_ms)
+        rows.append((g, alpha, c, e, expected_speedup(alpha, g, c), float(target_only), float(spec),
+                     float(target_only / spec), best))
+    schema = {"gamma": pl.Int64, "alpha": pl.Float64, "c": pl.Float64, "tokens_per_call": pl.Float64,
+              "speedup_iid": pl.Float64, "target_only_ms": pl.Float64, "speculative_ms": pl.Float64,
+              "latency_speedup": pl.Float64, "best_gamma": pl.Int64}
+    return pl.DataFrame(rows, schema=schema, orient="row")

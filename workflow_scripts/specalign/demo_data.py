@@ -1,0 +1,311 @@
+"""The embedded offline demo dataset: moving shapes, ESIM-style events.
+
+Why it looks like this: the demo must have a KNOWN truth about where an
+event-based draft and an RGB target disagree. Each clip is one shape of one
+colour moving in one direction over a textured grey background, captioned
+"a {colour} {shape} moves {direction}". The four colours have exactly the
+same luma, so the events (simulated from grey-level log intensity) are
+identical whichever colour the shape has: the draft can learn shape and
+direction from events but can only guess the colour. Every colour is far
+brighter than every background pixel, so a moving edge always fires events
+and always with the same polarity pattern.
+
+It is written in the DSEC clip layout (see dataset.py) so the one reader
+serves demo and real data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import events as ev
+from .video import write_mp4
+
+# Rec.601 luma weights in thousandths: luma*1000 = 299 R + 587 G + 114 B.
+# Integer arithmetic makes "equal luma" exact, so the colours' event streams
+# are bit-identical, not just close.
+LUMA_WEIGHTS = (299, 587, 114)
+
+# Found by integer search: every one has 299R + 587G + 114B = 136531
+# (luma 136.531) while still reading as its name.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (255, 86, 86),
+    "green": (4, 229, 8),
+    "blue": (114, 125, 255),
+    "yellow": (161, 150, 3),
+}
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS = ("left", "right", "up", "down")
+# 4 x 3 x 4 = 48; clip i gets COMBINATIONS[i % 48], so n = 48 m clips hold
+# every combination exactly m times.
+COMBINATIONS = [(c, s, d) for c in COLOURS for s in SHAPES for d in DIRECTIONS]
+
+# Background grey levels (texture included) stay inside this range, far below
+# the shapes' luma 136.5: ln(136.5 / 95) = 0.36 > any contrast threshold used
+# (0.2), so every edge crossing fires at least one event.
+BACKGROUND_MEAN = (45.0, 75.0)
+BACKGROUND_AMPLITUDE = (8.0, 20.0)
+# Sizes relative to the frame side: radius (= square half-side) and speed.
+RADIUS_FRACTION = (0.09, 0.15)
+SPEED_FRACTION = (0.02, 0.045)      # of the frame side per frame
+LOG_EPS = 1e-3                      # L = log(luma / 255 + eps): finite at black
+N_EVENT_FRAMES = 5                  # EventGPT's chunks; a clip needs at least this many events
+SPLITS = (("train", "demo_train"), ("test", "demo_test"))
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    n_train: int = 768
+    n_test: int = 48
+    size: int = 64                  # frames are size x size
+    frames: int = 16
+    fps: float = 20
+    contrast_threshold: float = 0.2
+    seed: int = 0                   # the test split derives its own seed from this one
+
+
+def caption(colour: str, shape: str, direction: str) -> str:
+    return f"a {colour} {shape} moves {direction}"
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """Rec.601 luma of uint8 RGB [..., 3] as float64 (exact integer weights / 1000)."""
+    rgb = np.asarray(rgb).astype(np.int64)
+    w = np.array(LUMA_WEIGHTS, dtype=np.int64)
+    return (rgb @ w).astype(np.float64) / 1000.0
+
+
+def simulate_events(luma_frames: np.ndarray, frame_times_us: np.ndarray, contrast_threshold: float,
+                    eps: float = LOG_EPS) -> dict[str, np.ndarray]:
+    """ESIM-style events from grey frames [F, H, W] (luma 0..255) at the given times.
+
+    Per pixel a reference log intensity starts at the first frame. Between
+    two frames the log intensity is taken to change linearly; every time it
+    moves a further C past the reference an event fires (polarity 1 up, 0
+    down) at the linearly interpolated time, and the reference moves by C.
+    The leftover (< C) carries over to the next interval, as in a real
+    sensor. Returns x, y (uint16), t (int64 us), p (uint8), sorted by t
+    (stable, so simultaneous events keep pixel order).
+    """
+    frames = np.asarray(luma_frames, dtype=np.float64)
+    times = np.asarray(frame_times_us, dtype=np.int64)
+    if frames.ndim != 3 or times.shape != (frames.shape[0],):
+        raise ValueError(f"need frames [F, H, W] and F times, got {frames.shape} and {times.shape}")
+    if contrast_threshold <= 0:
+        raise ValueError(f"contrast threshold must be > 0, got {contrast_threshold}")
+    n_frames, height, width = frames.shape
+    logs = np.log(frames.reshape(n_frames, -1) / 255.0 + eps)
+    ref = logs[0].copy()
+    pix_parts, t_parts, p_parts = [], [], []
+    for k in range(n_frames - 1):
+        a, b = logs[k], logs[k + 1]
+        diff = b - ref
+        count = np.floor(np.abs(diff) / contrast_threshold).astype(np.int64)
+        pix = np.flatnonzero(count)
+        if pix.size == 0:
+            continue
+        cnt = count[pix]
+        sign = np.sign(diff[pix])
+        rep = np.repeat(pix, cnt)
+        # j = 1..cnt within each pixel's run of events.
+        j = np.arange(rep.size) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
+        level = ref[rep] + np.repeat(sign, cnt) * j * contrast_threshold
+        # |b - ref| < C held before this interval, so count > 0 implies b != a.
+        frac = np.clip((level - a[rep]) / (b[rep] - a[rep]), 0.0, 1.0)
+        dt = times[k + 1] - times[k]
+        pix_parts.append(rep)
+        t_parts.append(times[k] + np.rint(frac * dt).astype(np.int64))
+        p_parts.append(np.repeat(sign > 0, cnt).astype(np.uint8))
+        ref[pix] += sign * cnt * contrast_threshold
+    if not pix_parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return {"x": empty.astype(np.uint16), "y": empty.astype(np.uint16), "t": empty,
+                "p": empty.astype(np.uint8)}
+    pix = np.concatenate(pix_parts)
+    t = np.concatenate(t_parts)
+    p = np.concatenate(p_parts)
+    order = np.argsort(t, kind="stable")
+    pix, t, p = pix[order], t[order], p[order]
+    return {"x": (pix % width).astype(np.uint16), "y": (pix // width).astype(np.uint16), "t": t, "p": p}
+
+
+def _smooth_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random field in [-1, 1]: a coarse random grid, bilinearly upsampled."""
+    cells = int(rng.integers(3, 7))
+    grid = rng.uniform(-1.0, 1.0, (cells + 1, cells + 1))
+    u = np.linspace(0.0, cells, size)
+    i0 = np.minimum(np.floor(u).astype(int), cells - 1)
+    f = u - i0
+    rows = grid[i0] * (1 - f)[:, None] + grid[i0 + 1] * f[:, None]          # [size, cells+1]
+    return rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]    # [size, size]
+
+
+def shape_mask(shape: str, cx: float, cy: float, r: float, size: int) -> np.ndarray:
+    """Boolean [size, size] mask of the shape centred at (cx, cy) (pixel coordinates).
+
+    All three span [-r, r] in both axes: circle of radius r, square of
+    half-side r, upward triangle with apex (cx, cy - r) and base y = cy + r.
+    Hard edges: a pixel is in or out, so pixels are exactly the shape's
+    colour or the background (no mixed luma at the edges).
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    dx, dy = xx - cx, yy - cy
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        return (np.abs(dx) <= r) & (np.abs(dy) <= r)
+    if shape == "triangle":
+        return (dy <= r) & (np.abs(dx) <= (dy + r) / 2)
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+def render_clip(colour: str, shape: str, direction: str, spec: DemoSpec,
+                rng: np.random.Generator) -> np.ndarray:
+    """uint8 [frames, size, size, 3]: the shape moving over a per-clip texture.
+
+    Radius, speed and start are drawn so the whole shape stays in view for
+    the whole clip (the speed is capped where a long clip would otherwise
+    carry it off the frame).
+    """
+    s, n = spec.size, spec.frames
+    r = rng.uniform(*RADIUS_FRACTION) * s
+    speed = rng.uniform(*SPEED_FRACTION) * s
+    travel_room = s - 1 - 2 * r
+    speed = min(speed, travel_room / max(n - 1, 1))
+    travel = speed * (n - 1)
+    along = rng.uniform(r, r + travel_room - travel)      # start on the motion axis
+    across = rng.uniform(r, s - 1 - r)
+    step = {"right": (speed, 0.0), "left": (-speed, 0.0), "down": (0.0, speed), "up": (0.0, -speed)}[direction]
+    if step[0] < 0 or step[1] < 0:
+        along = s - 1 - along                              # moving towards 0: start from the far side
+    cx0, cy0 = (along, across) if step[1] == 0 else (across, along)
+
+    mean = rng.uniform(*BACKGROUND_MEAN)
+    amp = rng.uniform(*BACKGROUND_AMPLITUDE)
+    grey = np.clip(np.rint(mean + amp * _smooth_texture(rng, s)), 0, 255).astype(np.uint8)
+    background = np.repeat(grey[:, :, None], 3, axis=2)
+    colour_rgb = np.array(COLOURS[colour], dtype=np.uint8)
+    clip = np.empty((n, s, s, 3), dtype=np.uint8)
+    for k in range(n):
+        clip[k] = background
+        clip[k][shape_mask(shape, cx0 + k * step[0], cy0 + k * step[1], r, s)] = colour_rgb
+    return clip
+
+
+def frame_times_us(spec: DemoSpec, clip_start_us: int) -> np.ndarray:
+    return clip_start_us + np.rint(np.arange(spec.frames) * 1e6 / spec.fps).astype(np.int64)
+
+
+def make_clip(spec: DemoSpec, split_index: int, clip_index: int,
+              global_index: int) -> tuple[np.ndarray, dict, str]:
+    """(frames, event dict in the DSEC file format, caption) of one clip.
+
+    Seeded by (spec.seed, split, clip) so each clip is reproducible on its
+    own and the test split gets positions, speeds, sizes and textures the
+    training split never saw.
+    """
+    colour, shape, direction = COMBINATIONS[clip_index % len(COMBINATIONS)]
+    rng = np.random.default_rng([spec.seed, split_index, clip_index])
+    span_us = int(round(spec.frames * 1e6 / spec.fps))
+    times = frame_times_us(spec, 10**9 + global_index * span_us)
+    for _attempt in range(100):
+        frames = render_clip(colour, shape, direction, spec, rng)
+        evs = simulate_events(luma(frames), times, spec.contrast_threshold)
+        if evs["t"].size >= N_EVENT_FRAMES:
+            break
+    else:
+        raise RuntimeError(f"demo clip {split_index}/{clip_index}: no events after 100 draws; check DemoSpec {spec}")
+    data = dict(evs)
+    data.update(
+        time_start=np.int64(times[0]),
+        time_end=np.int64(times[-1]),
+        duration_ms=float(times[-1] - times[0]) / 1000.0,
+        image_timestamp=times,
+        image_idx=np.arange(spec.frames, dtype=np.int64) + clip_index * spec.frames,
+        image_indices_in_clip=np.arange(spec.frames, dtype=np.int64),
+        num_events=int(evs["t"].size),
+    )
+    return frames, data, caption(colour, shape, direction)
+
+
+def _save_png(arr: np.ndarray, path: Path) -> None:
+    Image.fromarray(arr).save(path, format="PNG", compress_level=6)
+
+
+def _write_clip(root: Path, seq: str, clip_index: int, frames: np.ndarray, data: dict, fps: float) -> dict:
+    name = f"{clip_index:06d}"
+    (root / "event_npy" / seq).mkdir(parents=True, exist_ok=True)
+    np.save(root / "event_npy" / seq / f"{name}.npy", data, allow_pickle=True)
+    frame_dir = root / "video" / seq / name
+    frame_dir.mkdir(parents=True, exist_ok=True)
+    for k, frame in enumerate(frames):
+        _save_png(frame, frame_dir / f"{k:06d}.png")
+    write_mp4(frames, root / "mp4" / seq / f"{name}.mp4", fps=fps)
+    size = frames.shape[1]
+    image_dir = root / "event_image" / seq
+    image_dir.mkdir(parents=True, exist_ok=True)
+    image_paths = []
+    # Sensor-sized canvases (not EventGPT's per-chunk size): the pictures
+    # keep the shape's true position and all five have one size.
+    for k, img in enumerate(ev.eventgpt_frames(data, N_EVENT_FRAMES, height=size, width=size)):
+        _save_png(img, image_dir / f"{name}_{k}.png")
+        image_paths.append(f"{seq}/{name}_{k}.png")
+    return {
+        "event_data": f"{seq}/{name}.npy",
+        "video_data": f"{seq}/{name}",
+        "mp4_data": f"{seq}/{name}.mp4",
+        "event_image": image_paths,
+    }
+
+
+def build_demo_dataset(root: str | Path, spec: DemoSpec = DemoSpec()) -> int:
+    """Write the demo dataset under root (DSEC layout + instructions.json); return the clip count.
+
+    Everything is written into a temporary sibling directory that is renamed
+    to root only when complete, so a killed run never leaves a root that
+    looks finished. root must not exist (or be an empty directory).
+    Deterministic given spec: the .npy, PNG and JSON bytes repeat exactly.
+    """
+    root = Path(root)
+    if spec.size % 2:
+        raise ValueError(f"DemoSpec.size must be even (H.264 yuv420p), got {spec.size}")
+    if spec.frames < 2:
+        raise ValueError(f"DemoSpec.frames must be >= 2 (events need motion), got {spec.frames}")
+    if not (spec.fps > 0 and spec.contrast_threshold > 0 and spec.n_train >= 0 and spec.n_test >= 0):
+        raise ValueError(f"DemoSpec needs fps > 0, contrast_threshold > 0, n_train/n_test >= 0: {spec}")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root}: already exists and is not empty; remove it to rebuild the demo dataset")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
+    try:
+        entries = []
+        global_index = 0
+        for split_index, ((split, seq), count) in enumerate(zip(SPLITS, (spec.n_train, spec.n_test))):
+            for i in range(count):
+                frames, data, text = make_clip(spec, split_index, i, global_index)
+                global_index += 1
+                paths = _write_clip(tmp, seq, i, frames, data, spec.fps)
+                entries.append({
+                    "id": f"{seq}/{i:06d}",
+                    "split": split,
+                    **paths,
+                    "conversations": [{"from": "human", "value": ""}, {"from": "gpt", "value": text}],
+                })
+        with open(tmp / "instructions.json", "w") as fh:
+            json.dump(entries, fh, indent=1)
+            fh.write("\n")
+        os.chmod(tmp, 0o755)                      # mkdtemp makes it 0700
+        if root.exists():
+            root.rmdir()                          # the empty directory checked above
+        os.rename(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return global_index

@@ -1,0 +1,82 @@
+"""What every rule script does first: log to the rule's log file, pin threads,
+and describe its provenance for the Parquet metadata."""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("specalign", "torch", "transformers", "tokenizers", "snakemake", "pyarrow", "polars", "numpy", "av")
+
+
+def setup(snakemake) -> logging.Logger:
+    """Route logging (and warnings) to the rule's log file; pin torch threads to the rule's threads.
+
+    Pinning matters: on a 2-core machine two jobs each using every core slowed
+    training 50-100x.
+    """
+    threads = max(1, int(getattr(snakemake, "threads", 1) or 1))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # data-only stages do not need torch
+        pass
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.captureWarnings(True)
+    logger = logging.getLogger(f"specalign.{snakemake.rule}")
+    logger.info("rule %s wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+    return logger
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def model_identity(path: str | Path) -> dict[str, Any]:
+    """Path plus a cheap content hash: config.json and the names and sizes of weight files.
+
+    Hashing 14 GB of 7B weights per job would cost minutes; the HF cache's snapshot
+    folder name is the revision, recorded when the path is inside one.
+    """
+    path = Path(path)
+    ident: dict[str, Any] = {"path": str(path)}
+    if "snapshots" in path.parts:
+        ident["revision"] = path.parts[path.parts.index("snapshots") + 1]
+    h = hashlib.sha256()
+    if (path / "config.json").exists():
+        h.update((path / "config.json").read_bytes())
+    for f in sorted(path.glob("*")):
+        if f.suffix in (".safetensors", ".bin", ".json", ".model"):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    ident["hash"] = h.hexdigest()[:16]
+    return ident
+
+
+def provenance(snakemake, **extra: Any) -> dict[str, Any]:
+    """Key-value metadata every Parquet carries."""
+    meta: dict[str, Any] = {"rule": snakemake.rule, "wildcards": dict(snakemake.wildcards),
+                            "versions": package_versions()}
+    fps = [f for f in snakemake.input if "/.fingerprints/" in str(f)]
+    if fps:
+        meta["config_fingerprint"] = {str(f): json.loads(Path(f).read_text()) for f in fps}
+    meta.update(extra)
+    return meta
