@@ -69,6 +69,7 @@ rule acceptance:
         loop="results/acceptance/loop_vs_replay.csv",
     params:
         runs=acceptance_runs,
+        decodings=canonical(config["decodings"]),
         gammas=config["gammas"],
         bootstrap=config["bootstrap"],
     log:

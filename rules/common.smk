@@ -19,9 +19,9 @@ check_references(config)
 PKG = Path(workflow.basedir) / "workflow_scripts" / "specalign"
 FP = "results/.fingerprints"
 
-DATASETS = list(config["datasets"])
-MODELS = list(config["models"])
-DECODINGS = list(config["decodings"])
+DATASETS = sorted(config["datasets"])
+MODELS = sorted(config["models"])
+DECODINGS = sorted(config["decodings"])
 PAIRS = [f"{p['draft']}__{p['target']}" for p in config["pairs"]]
 SHARDS = list(range(config["shards"]))
 
@@ -145,6 +145,8 @@ def acceptance_runs(wildcards=None):
                 runs.append({
                     "dataset": d, "pair": p, "draft": draft, "target": target, "decoding": dec,
                     "scores": f"results/score/{d}/{p}/{dec}.parquet",
+                    "translation": f"results/translation/{p}.parquet",
+                    "target_vocab": f"results/vocab/{target}.parquet",
                     "draft_tokens": shard_files(d, draft, dec),
                     "target_tokens": shard_files(d, target, dec),
                     "rounds": [f"results/speculative/{d}/{p}/{dec}/g{g}.parquet"
@@ -155,10 +157,12 @@ def acceptance_runs(wildcards=None):
 
 
 def acceptance_inputs(wildcards):
-    files = {"scores": [], "tokens": [], "rounds": []}
+    files = {"scores": [], "tokens": [], "rounds": [], "translation": []}
     for r in acceptance_runs():
         files["scores"].append(r["scores"])
+        files["translation"].append(r["translation"])
         files["tokens"] += r["draft_tokens"] + r["target_tokens"]
         files["rounds"] += r["rounds"]
     files["tokens"] = sorted(set(files["tokens"]))
+    files["translation"] = sorted(set(files["translation"]))
     return files

@@ -11,6 +11,7 @@ rule report:
         scores=expand("results/score/{dataset}/{pair}/{decoding}.parquet",
                       dataset=DATASETS, pair=PAIRS, decoding=DECODINGS),
         stats=expand("results/translation/{pair}.stats.json", pair=PAIRS),
+        vocab=expand("results/vocab/{model}.parquet", model=MODELS),
         code=pkg("report.py", "explain.py"),
     output:
         report="results/report.md",

@@ -53,8 +53,8 @@ COMBINATIONS = [(c, s, d) for c in COLOURS for s in SHAPES for d in DIRECTIONS]
 BACKGROUND_MEAN = (45.0, 75.0)
 BACKGROUND_AMPLITUDE = (8.0, 20.0)
 # Sizes relative to the frame side: radius (= square half-side) and speed.
-RADIUS_FRACTION = (0.09, 0.15)
-SPEED_FRACTION = (0.02, 0.045)      # of the frame side per frame
+RADIUS_FRACTION = (0.15, 0.22)   # large enough to tell a circle from a square at 32 px
+SPEED_FRACTION = (0.015, 0.035)     # of the frame side per frame
 LOG_EPS = 1e-3                      # L = log(luma / 255 + eps): finite at black
 N_EVENT_FRAMES = 5                  # EventGPT's chunks; a clip needs at least this many events
 SPLITS = (("train", "demo_train"), ("test", "demo_test"))

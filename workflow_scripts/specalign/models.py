@@ -110,3 +110,20 @@ def load_backend(spec: ModelSpec) -> Backend:
     else:
         raise ValueError(f"model {spec.name!r}: unknown family {spec.family!r}")
     return cls(spec)
+
+
+def prepare_samples(backend: Backend, samples, skip_bad: bool, stage: str):
+    """`backend.prepare` every sample: (prompts, error rows). A failure stops the job with a
+    message naming the sample and file, or, with `skip_bad`, becomes an errors-table row."""
+    from .dataset import SampleError
+
+    prompts, errors = [], []
+    for s in samples:
+        try:
+            prompts.append(backend.prepare(s))
+        except Exception as exc:  # noqa: BLE001 - every failure is reported with its sample
+            file = str(s.event_path or s.mp4_path or s.video_dir or "")
+            if not skip_bad:
+                raise SampleError(s.sample_id, file, f"{backend.name}: {exc}") from exc
+            errors.append({"sample_id": s.sample_id, "stage": stage, "file": file, "error": f"{backend.name}: {exc}"})
+    return prompts, errors

@@ -1,0 +1,225 @@
+"""The workflow through the real snakemake CLI on a tiny demo config.
+
+One module-scoped run builds everything (demo clips, tokenizers, two trained tiny
+models, generation, scoring, the real loop, acceptance, report); the tests check
+every artifact's schema and the invariants, then use dry runs of config edits to
+check that exactly the touched stages would rerun.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from specalign.artifacts import SCHEMAS, SUMMARY_COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+WORKFLOW_PARTS = ("Snakefile", "rules", "schemas", "workflow_scripts", "profiles")
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config() -> dict:
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["datasets"]["demo"]["demo"].update(n_train=48, n_test=6)
+    cfg["demo_training"].update(target_steps=12, draft_steps=12, batch_size=8)
+    cfg["decodings"]["greedy"]["max_new_tokens"] = 8
+    cfg["decodings"]["sampled"]["max_new_tokens"] = 8
+    cfg["gammas"] = [1, 2, 3]
+    cfg["speculative"] = {"gammas": [1, 3], "decodings": ["greedy", "sampled"]}
+    cfg["shards"] = 2
+    cfg["bootstrap"] = 50
+    return cfg
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A private copy of the workflow, so a test may touch its package modules."""
+    for part in WORKFLOW_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dest / part)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
+                          env=env, timeout=1500)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def write_config(workdir: Path, cfg: dict) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def planned_jobs(workdir: Path) -> dict[str, int]:
+    """Rule -> job count of a dry run (its 'Job stats' table)."""
+    out = snakemake(workdir, "-n").stdout
+    if "Nothing to be done" in out:
+        return {}
+    counts, in_table = {}, False
+    for line in out.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table:
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+                counts[parts[0]] = int(parts[1])
+            elif parts and parts[0] == "total":
+                break
+    return counts
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    wd = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    write_config(wd, tiny_config())
+    snakemake(wd)
+    return wd
+
+
+def test_config_typo_names_the_key_and_runs_nothing(tmp_path):
+    wd = copy_workflow(tmp_path)
+    cfg = tiny_config()
+    cfg["gamas"] = [1, 2]
+    write_config(wd, cfg)
+    proc = snakemake(wd, "-n", check=False)
+    assert proc.returncode != 0
+    assert "gamas" in proc.stdout + proc.stderr
+    assert not (wd / "results" / "demo_data").exists()
+
+
+def test_config_wrong_type_and_bad_reference_are_named(tmp_path):
+    wd = copy_workflow(tmp_path)
+    cfg = tiny_config()
+    cfg["shards"] = "two"
+    write_config(wd, cfg)
+    proc = snakemake(wd, "-n", check=False)
+    assert proc.returncode != 0 and "two" in proc.stdout + proc.stderr
+    cfg = tiny_config()
+    cfg["pairs"] = [{"draft": "no_such_model", "target": "demo_target"}]
+    write_config(wd, cfg)
+    proc = snakemake(wd, "-n", check=False)
+    assert proc.returncode != 0 and "pairs[0].draft" in proc.stdout + proc.stderr
+
+
+def _check_parquet(path: Path, name: str) -> pl.DataFrame:
+    schema = pq.read_schema(path)
+    assert schema.remove_metadata() == SCHEMAS[name], path
+    meta = {k.decode(): v.decode() for k, v in schema.metadata.items()}
+    assert meta["specalign.artifact"] == name
+    assert "torch" in json.loads(meta["specalign.versions"])
+    return pl.read_parquet(path)
+
+
+def test_every_artifact_has_its_schema(demo_run):
+    res = demo_run / "results"
+    manifest = _check_parquet(res / "data/demo/manifest.parquet", "manifest")
+    assert manifest.height == 6 and manifest["split"].unique().to_list() == ["test"]
+    assert _check_parquet(res / "data/demo/errors.parquet", "errors").height == 0
+    for m in ("demo_target", "demo_draft"):
+        _check_parquet(res / f"vocab/{m}.parquet", "vocab")
+    _check_parquet(res / "translation/demo_draft__demo_target.parquet", "translation")
+    for m in ("demo_target", "demo_draft"):
+        for dec in ("greedy", "sampled"):
+            shards = [_check_parquet(res / f"generate/demo/{m}/{dec}/shard{k}.parquet", "tokens") for k in (0, 1)]
+            ids = [set(s["sample_id"].unique()) for s in shards]
+            assert not ids[0] & ids[1], "a sample in two shards"
+            assert ids[0] | ids[1] == set(manifest["sample_id"]), "a sample in no shard"
+            for s in shards:
+                per = s.group_by("sample_id").agg(pl.col("position").sort())
+                for pos in per["position"]:
+                    assert pos.to_list() == list(range(len(pos)))
+    for dec in ("greedy", "sampled"):
+        scores = _check_parquet(res / f"score/demo/demo_draft__demo_target/{dec}.parquet", "scores")
+        assert scores["summin"].is_between(0, 1 + 1e-6).all()
+        for g in (1, 3):
+            _check_parquet(res / f"speculative/demo/demo_draft__demo_target/{dec}/g{g}.parquet", "rounds")
+    stats = json.loads((res / "translation/demo_draft__demo_target.stats.json").read_text())
+    assert stats["target_added"] == ["<image>", "<video>", "<pad>"]
+    assert stats["overlap_pct"] == 100.0 and stats["draft_only"] == 0
+
+
+def test_summary_invariants(demo_run):
+    s = pl.read_csv(demo_run / "results/acceptance/summary.csv")
+    assert s.columns[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
+    assert s.height == 2 * 3  # decodings x gammas
+    greedy = s.filter(pl.col("decoding") == "greedy")
+    assert (greedy["method"] == "greedy_replay").all()
+    for row in s.iter_rows(named=True):
+        assert 0 <= row["token_acceptance_rate"] <= 1
+        assert 1 <= row["tau"] <= row["gamma"] + 1 + 1e-9
+        assert 0 <= row["leviathan_alpha"] <= 1 and 0 <= row["positional_match_rate"] <= 1
+        if row["drafted"] is not None:
+            assert row["accepted"] <= row["drafted"]
+
+
+def test_loop_agrees_with_replay_exactly(demo_run):
+    loop = pl.read_csv(demo_run / "results/acceptance/loop_vs_replay.csv")
+    greedy = loop.filter(pl.col("decoding") == "greedy")
+    assert greedy.height == 2
+    assert greedy["rounds_identical"].all(), greedy
+    assert greedy["output_equals_target"].all(), greedy
+    assert (greedy["loop_accepted"] == greedy["replay_accepted"]).all()
+    report = (demo_run / "results/report.md").read_text()
+    assert "positional_match_rate" in report and "Where and why" in report
+
+
+def test_nothing_to_do_after_a_complete_run(demo_run):
+    assert planned_jobs(demo_run) == {}
+
+
+def test_reordered_config_reruns_nothing(demo_run):
+    cfg = tiny_config()
+    write_config(demo_run, dict(reversed(list(cfg.items()))))
+    try:
+        assert planned_jobs(demo_run) == {}
+    finally:
+        write_config(demo_run, cfg)
+
+
+def test_gamma_edit_reruns_only_acceptance_and_report(demo_run):
+    cfg = tiny_config()
+    cfg["gammas"] = [1, 2, 3, 4]
+    write_config(demo_run, cfg)
+    try:
+        assert planned_jobs(demo_run) == {"acceptance": 1, "report": 1, "all": 1}
+    finally:
+        write_config(demo_run, tiny_config())
+    assert planned_jobs(demo_run) == {}  # reverting the edit reruns nothing
+
+
+def test_decoding_edit_reruns_only_that_preset(demo_run):
+    cfg = tiny_config()
+    cfg["decodings"]["sampled"]["temperature"] = 0.9
+    write_config(demo_run, cfg)
+    try:
+        # 2 models x 2 shards of generation, its scoring, its 2 loop gammas, then the tables
+        assert planned_jobs(demo_run) == {"generate": 4, "score": 1, "speculative": 2, "acceptance": 1,
+                                          "report": 1, "all": 1}
+    finally:
+        write_config(demo_run, tiny_config())
+
+
+def test_module_edit_reruns_the_stages_that_import_it(demo_run):
+    module = demo_run / "workflow_scripts/specalign/scoring.py"
+    original = module.read_text()
+    module.write_text(original + "\n# edited\n")
+    try:
+        assert planned_jobs(demo_run) == {"score": 2, "acceptance": 1, "report": 1, "all": 1}
+    finally:
+        module.write_text(original)

@@ -1,0 +1,77 @@
+"""Video-LLaVA-7B target backend (transformers VideoLlavaForConditionalGeneration).
+
+Frames: `specalign.dataset.sample_video_frames(sample, 8)` (the project's one sampler), each
+resized (shortest side -> vision image size, bicubic), center-cropped, /255, CLIP mean/std
+normalised -- by hand (common.ClipPreprocess), because transformers 5's VideoLlavaVideoProcessor
+needs torchvision. The numbers come from the checkpoint's video_preprocessor_config.json or
+preprocessor_config.json when present, else CLIP defaults at the tower's image size.
+pixel_values_videos: float32 [1, 8, 3, S, S].
+
+Prompt: "USER: <video>\\n{question} ASSISTANT:", BOS first. `<video>` is expanded to
+frames x (patches + 1) copies of config.video_token_id: get_video_features keeps CLS for
+videos whatever vision_feature_select_strategy says (VideoLlavaProcessor.replace_video_token
+counts the same: (h//p)*(w//p) + num_additional_image_tokens(1), times frames). 8 x 257 = 2056
+for the 7B model.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..models import Backend, ModelSpec, PromptInputs, torch_dtype
+from .common import check_plain_load, encode_with_placeholder, grid_of, image_size_of, load_preprocess, special_ids
+
+NUM_FRAMES = 8
+VIDEO_TOKEN = "<video>"
+
+
+def video_prompt(question: str) -> str:
+    return f"USER: {VIDEO_TOKEN}\n{question} ASSISTANT:"
+
+
+class VideoLlavaBackend(Backend):
+    family = "video_llava"
+
+    def __init__(self, spec: ModelSpec):
+        from transformers import AutoTokenizer, VideoLlavaForConditionalGeneration
+
+        check_plain_load(spec)
+        self.spec = spec
+        self.name = spec.name
+        self.dtype = torch_dtype(spec.dtype)
+        self.device = torch.device(spec.device)
+        kw = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
+        self.model = VideoLlavaForConditionalGeneration.from_pretrained(spec.path, dtype=self.dtype, **kw)
+        self.model.to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        cfg = self.model.config
+        vision = cfg.vision_config
+        self.num_frames = NUM_FRAMES
+        self.tokens_per_frame = grid_of(vision) + 1  # CLS kept for video frames
+        self.num_visual_tokens = self.num_frames * self.tokens_per_frame
+        self.video_token_id = int(cfg.video_token_id)
+        self.image_processor = load_preprocess(
+            spec.path, image_size_of(vision), ("video_preprocessor_config.json", "preprocessor_config.json"))
+        self.eos_token_id, self.pad_token_id = special_ids(self.tokenizer)
+        if self.pad_token_id == self.video_token_id:
+            raise ValueError(f"{spec.name}: pad id equals the <video> id {self.video_token_id}")
+
+    def prepare(self, sample) -> PromptInputs:
+        from ..dataset import sample_video_frames
+
+        frames = sample_video_frames(sample, self.num_frames)
+        return self.prepare_frames(sample.sample_id, sample.question, frames)
+
+    def pixel_values_videos(self, frames) -> torch.Tensor:
+        if len(frames) != self.num_frames:
+            raise ValueError(f"Video-LLaVA takes exactly {self.num_frames} frames, got {len(frames)}")
+        return self.image_processor.batch(frames).unsqueeze(0)
+
+    def prompt_ids(self, question: str) -> tuple[list[int], str]:
+        text = video_prompt(question)
+        ids = encode_with_placeholder(self.tokenizer, text, VIDEO_TOKEN, self.video_token_id, self.num_visual_tokens)
+        return ids, text
+
+    def prepare_frames(self, sample_id: str, question: str, frames) -> PromptInputs:
+        ids, text = self.prompt_ids(question)
+        return PromptInputs(sample_id, torch.tensor(ids, dtype=torch.long),
+                            {"pixel_values_videos": self.pixel_values_videos(frames)}, text)

@@ -1,0 +1,287 @@
+"""The real draft-verify loop (greedy and speculative sampling) with KV-cache rollback.
+
+Each model keeps its own prompt, inputs and cache. A round starting after s emitted
+tokens:
+
+1. g = min(gamma, max_new_tokens - s - 1) (0 allowed: the target just emits a token).
+   This is the rule of docs/architecture.md "Greedy round replay", shared with
+   `acceptance.replay_rounds`.
+2. The draft proposes exactly g tokens from its cache; it never stops at its own EOS,
+   so the drafted count depends only on s. Greedy: argmax over the draft's logits, then
+   d2t_first (= argmax of q_T's support). Sampling: a draft id x ~ q (the processed
+   draft distribution, draft ids), proposed as d2t_first[x]; this is exactly a draw from
+   q_T (the push-forward) plus a "null" proposal with the mass of unmapped draft ids.
+   After proposing target token y' the draft is fed t2d(y') (the SAME inverse-map rule
+   the teacher-forced scoring pass uses), never its own id blindly, so its context is
+   always `draft_prompt + t2d(target tokens)`. A null proposal (unmapped draft id) ends
+   the drafting: the target can never accept it, so the draft does no more work, and
+   the round still counts g drafted tokens.
+3. The target verifies [pending + proposals] in ONE forward pass. Round 0's pending is
+   the whole target prompt (with its model inputs): round 0's verify_ms includes the
+   target prefill and its draft_ms the draft prefill. Later rounds' pending is the last
+   emitted token.
+   Greedy: accept the longest prefix where the proposal equals the target's argmax.
+   Sampling: accept y' with probability min(1, p(y')/q_T(y')); on rejection emit a draw
+   from norm(max(0, p - q_T)) (a null proposal is always rejected: same residual).
+   If all g are accepted, emit the bonus token (argmax / draw from p at the last
+   position). An accepted EOS ends the stream with no bonus; so does an emitted EOS or
+   reaching max_new_tokens.
+4. Rollback: the target cache is cropped by the rejected count (it keeps the accepted
+   proposals; the emitted correction/bonus becomes next round's pending token). The
+   draft cache is cropped back to the end of the accepted prefix - it never keeps a
+   rejected proposal - and the correction/bonus is fed to it next round via t2d.
+
+Exactness: under greedy decoding the output equals the target's greedy output, and the
+per-round accepted counts equal `acceptance.replay_rounds` on the teacher-forced matches
+(tests/test_speculative.py; a broken draft rollback keeps the output right but breaks
+the counts, which is why the counts are the test).
+
+`verify_flip` (greedy, check_flips): after the loop the target is replayed step by step
+(one token per forward, with cache) along the output; a round is flagged when the
+step-by-step argmax at any of its emitted positions differs from the token the chunked
+verification emitted there. fp32 on a CPU shows none; bf16 on a GPU may.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import torch
+
+from .generation import (Decoding, _sync, generate, processed_distribution, sample_from, sample_generator)
+from .models import Backend, PromptInputs
+from .scoring import d2t_first_table, push_forward
+
+
+def _crop_target_cache(cache, n_remove: int) -> None:
+    """Remove the last `n_remove` tokens (DynamicCache.crop takes a negative count)."""
+    if n_remove > 0:
+        cache.crop(-n_remove)
+
+
+def _crop_draft_cache(cache, n_remove: int) -> None:
+    """Same as the target's; a separate function so a test can break only the draft side."""
+    if n_remove > 0:
+        cache.crop(-n_remove)
+
+
+def _t2d(token_map, target_id: int) -> list[int]:
+    return [int(x) for x in token_map.t2d(int(target_id))]
+
+
+def _check_croppable(cache, who: str) -> None:
+    if getattr(cache, "is_croppable", True) is False:
+        raise ValueError(f"the {who}'s KV cache cannot be cropped (sliding-window or linear-attention layers); "
+                         "the speculative loop needs rollback")
+
+
+@torch.no_grad()
+def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInputs, target_prompt: PromptInputs,
+                       token_map, gamma: int, decoding: Decoding, max_new_tokens: int | None = None,
+                       generator: torch.Generator | None = None, check_flips: bool = True):
+    """Run the loop for one sample. Returns (output target ids, rounds).
+
+    Each round is a dict with the "rounds" schema's per-round fields: round, start,
+    drafted, accepted, emitted, tokens, draft_ms, verify_ms, verify_flip (add sample_id,
+    gamma and target_only_ms with `rounds_rows`). Sampling uses `generator`, or one seeded
+    from (decoding.seed, sample_id) when None.
+    """
+    if isinstance(gamma, bool) or int(gamma) != gamma or gamma < 1:
+        raise ValueError(f"gamma must be an integer >= 1, got {gamma!r}")
+    gamma = int(gamma)
+    max_new = decoding.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+    if max_new < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    greedy = decoding.greedy
+    if not greedy and generator is None:
+        generator = sample_generator(decoding, target_prompt.sample_id)
+    vt, vd = target.text_vocab_size, draft.text_vocab_size
+    d2t = d2t_first_table(token_map, vd, vt)
+    d2t_list = d2t.tolist()
+    eos = target.eos_token_id
+
+    dcache, tcache = draft.new_cache(), target.new_cache()
+    _check_croppable(dcache, "draft")
+    _check_croppable(tcache, "target")
+    # draft state: cache = draft_prompt + t2d(emitted tokens) minus `dpending` (not yet fed);
+    # `dlogits` = the draft's logits at the end of its cache.
+    dpending: list[int] = draft_prompt.input_ids.reshape(-1).tolist()
+    d_inputs = draft_prompt.model_inputs or None
+    dlogits = None
+    # target state: cache = target prompt + emitted tokens minus `tpending`.
+    tpending: list[int] = target_prompt.input_ids.reshape(-1).tolist()
+    t_inputs = target_prompt.model_inputs or None
+
+    out: list[int] = []
+    rounds: list[dict] = []
+    s = 0
+    ended = False
+    while not ended:
+        g = max(0, min(gamma, max_new - s - 1))
+
+        # ---- draft: exactly g proposals (target ids; -1 = null proposal)
+        props: list[int] = []
+        len_at: list[int] = []       # draft cache length when proposal i was made
+        logits_at: list = []         # draft logits proposal i was made from
+        q_at: list = []              # sampling: q_T of proposal i (target ids, float64)
+        _sync(draft.device)
+        t0 = time.perf_counter()
+        for i in range(g):
+            if dpending:
+                dlogits = draft.forward(torch.tensor([dpending]), cache=dcache, model_inputs=d_inputs)[0, -1]
+                d_inputs, dpending = None, []
+            len_at.append(dcache.get_seq_length())
+            logits_at.append(dlogits)
+            if greedy:
+                x = int(dlogits.argmax())
+            else:
+                qd = processed_distribution(dlogits.double().cpu(), decoding)
+                q_at.append(push_forward(qd, d2t, vt))
+                x = sample_from(qd, generator)
+            y = d2t_list[x]
+            props.append(y)
+            if y < 0:
+                break
+            if i < g - 1:
+                dpending = _t2d(token_map, y)
+        _sync(draft.device)
+        draft_ms = (time.perf_counter() - t0) * 1000.0
+        made = len(props)
+        k = made if (made == 0 or props[-1] >= 0) else made - 1   # mapped proposals the target sees
+        props += [-1] * (g - made)
+
+        # ---- target: verify pending + the k mapped proposals in one pass
+        inp = tpending + props[:k]
+        _sync(target.device)
+        t0 = time.perf_counter()
+        tl = target.forward(torch.tensor([inp]), cache=tcache, model_inputs=t_inputs)[0]
+        t_inputs = None
+        P = tl[len(tpending) - 1: len(tpending) + k]   # P[i] predicts the token at s + i
+        a = 0
+        emitted: list[int] = []
+        if greedy:
+            am = P.argmax(-1).tolist()
+            while a < k and props[a] == am[a]:
+                emitted.append(props[a])
+                a += 1
+                if props[a - 1] == eos:
+                    ended = True
+                    break
+            if not ended:
+                emitted.append(int(am[a]))
+        else:
+            pp = processed_distribution(P.double().cpu(), decoding)
+            rejected = False
+            while a < k:
+                y = props[a]
+                u = torch.rand((), generator=generator, dtype=torch.float64)
+                if float(u) * float(q_at[a][y]) < float(pp[a, y]):
+                    emitted.append(y)
+                    a += 1
+                    if y == eos:
+                        ended = True
+                        break
+                else:
+                    rejected = True
+                    break
+            if not ended:
+                if rejected or a < g:   # rejected proposal, or the null proposal at a
+                    resid = (pp[a] - q_at[a]).clamp(min=0)
+                    emitted.append(sample_from(resid if float(resid.sum()) > 0 else pp[a], generator))
+                else:                   # all g accepted: bonus token
+                    emitted.append(sample_from(pp[a], generator))
+        _sync(target.device)
+        verify_ms = (time.perf_counter() - t0) * 1000.0
+
+        if not ended and emitted[-1] == eos:
+            ended = True
+        rounds.append(dict(round=len(rounds), start=s, drafted=g, accepted=a, emitted=len(emitted),
+                           tokens=list(emitted), draft_ms=draft_ms, verify_ms=verify_ms, verify_flip=False))
+        out.extend(emitted)
+        s += len(emitted)
+        if s >= max_new:
+            ended = True
+        if ended:
+            break
+
+        # ---- rollback
+        _crop_target_cache(tcache, k - a)
+        tpending = [emitted[-1]]
+        if made:
+            if a < made:
+                # made proposals 0..made-1; the cache holds the feeds of 0..made-2. Keep the
+                # accepted prefix 0..a-1: back to where proposal a was made.
+                _crop_draft_cache(dcache, dcache.get_seq_length() - len_at[a])
+                dlogits = logits_at[a]
+                dpending = []
+            else:
+                # all g accepted: the last proposal was never fed
+                dpending = _t2d(token_map, props[made - 1])
+        dpending = dpending + _t2d(token_map, emitted[-1])
+
+    if greedy and check_flips and out:
+        flips = step_by_step_flips(target, target_prompt, out)
+        for r in rounds:
+            r["verify_flip"] = any(flips[r["start"]: r["start"] + r["emitted"]])
+    return out, rounds
+
+
+@torch.no_grad()
+def step_by_step_flips(target: Backend, target_prompt: PromptInputs, output: Sequence[int]) -> list[bool]:
+    """flips[j]: the target's argmax at position j, decoding one token per forward along
+    `output`, differs from output[j] (what the chunked greedy verification emitted)."""
+    cache = target.new_cache()
+    logits = target.forward(target_prompt.input_ids.reshape(1, -1), cache=cache,
+                            model_inputs=target_prompt.model_inputs or None)[0, -1]
+    flips = []
+    for j, t in enumerate(output):
+        flips.append(int(logits.argmax()) != int(t))
+        if j + 1 < len(output):
+            logits = target.forward(torch.tensor([[int(t)]]), cache=cache)[0, -1]
+    return flips
+
+
+def target_only_ms(target: Backend, target_prompt: PromptInputs, n_tokens: int) -> float:
+    """Wall time of plain greedy target decoding of `n_tokens` tokens from the same prompt
+    (prefill + decode steps, EOS ignored so exactly n_tokens are made), with
+    `generation.generate`: the baseline for the loop's sum(draft_ms + verify_ms)."""
+    if n_tokens < 1:
+        return 0.0
+    dec = Decoding(name="target_only", do_sample=False, max_new_tokens=int(n_tokens))
+    g = generate(target, [target_prompt], dec, ignore_eos=True)[0]
+    return float(g.prefill_ms + sum(g.decode_ms))
+
+
+def rounds_rows(sample_id: str, gamma: int, rounds: Sequence[dict], target_only: float = float("nan")) -> list[dict]:
+    """Complete per-round dicts into rows of the "rounds" artifact."""
+    return [dict(r, sample_id=sample_id, gamma=int(gamma), target_only_ms=float(target_only)) for r in rounds]
+
+
+def speculative_sample(draft: Backend, target: Backend, draft_prompt: PromptInputs, target_prompt: PromptInputs,
+                       token_map, gamma: int, decoding: Decoding, max_new_tokens: int | None = None,
+                       check_flips: bool = True, measure_target_only: bool = True) -> list[dict]:
+    """One sample end to end: the loop, then (optionally) the target-only timing; "rounds" rows."""
+    out, rounds = speculative_decode(draft, target, draft_prompt, target_prompt, token_map, gamma, decoding,
+                                     max_new_tokens, check_flips=check_flips)
+    base = target_only_ms(target, target_prompt, len(out)) if measure_target_only else float("nan")
+    return rounds_rows(target_prompt.sample_id, gamma, rounds, base)
+
+
+def rounds_table(rows: Sequence[dict]):
+    from .artifacts import table
+
+    return table("rounds", rows)
+
+
+def run_speculative(draft: Backend, target: Backend, pairs: Sequence[tuple[PromptInputs, PromptInputs]], token_map,
+                    gamma: int, decoding: Decoding, max_new_tokens: int | None = None, check_flips: bool = True,
+                    measure_target_only: bool = True, progress: Callable[[int, int], None] | None = None):
+    """The "rounds" artifact for (draft_prompt, target_prompt) pairs (no error handling: a rule
+    that skips bad samples calls `speculative_sample` per sample itself)."""
+    rows: list[dict] = []
+    for i, (dp, tp) in enumerate(pairs, 1):
+        rows.extend(speculative_sample(draft, target, dp, tp, token_map, gamma, decoding, max_new_tokens,
+                                       check_flips, measure_target_only))
+        if progress is not None:
+            progress(i, len(pairs))
+    return rounds_table(rows)

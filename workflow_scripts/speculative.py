@@ -1,0 +1,34 @@
+"""Rule speculative: the real draft-verify loop at one gamma over the dataset -> rounds."""
+import json
+
+from specalign import jobs
+from specalign.artifacts import table, write_parquet
+from specalign.dataset import samples_from_manifest
+from specalign.generation import Decoding, ProgressLog
+from specalign.models import ModelSpec, load_backend, prepare_samples
+from specalign.speculative import run_speculative
+from specalign.translation import TokenMap
+
+sm = snakemake  # noqa: F821
+log = jobs.setup(sm)
+draft_name, target_name = sm.wildcards.pair.split("__")
+dspec = ModelSpec.from_config(draft_name, json.loads(sm.params.draft))
+tspec = ModelSpec.from_config(target_name, json.loads(sm.params.target))
+draft, target = load_backend(dspec), load_backend(tspec)
+decoding = Decoding.from_config(sm.params.decoding)
+gamma = int(sm.wildcards.gamma)
+token_map = TokenMap.from_table(sm.input.translation, draft.tokenizer, target.tokenizer)
+
+samples = samples_from_manifest(sm.input.manifest, sm.params.root)
+skip = bool(sm.params.skip_bad)
+dprompts, derr = prepare_samples(draft, samples, skip, "speculative")
+tprompts, terr = prepare_samples(target, samples, skip, "speculative")
+dmap = {p.sample_id: p for p in dprompts}
+pairs = [(dmap[tp.sample_id], tp) for tp in tprompts if tp.sample_id in dmap]
+log.info("speculative loop %s -> %s, %s, gamma %d: %d samples", draft_name, target_name, decoding.name, gamma,
+         len(pairs))
+rounds = run_speculative(draft, target, pairs, token_map, gamma, decoding, progress=ProgressLog(total=len(pairs)))
+meta = jobs.provenance(sm, draft=jobs.model_identity(dspec.path), target=jobs.model_identity(tspec.path),
+                       decoding=json.loads(sm.params.decoding), gamma=gamma)
+write_parquet(table("errors", derr + terr), sm.output.errors, "errors", meta)
+write_parquet(rounds, sm.output.rounds, "rounds", meta)
