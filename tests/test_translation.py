@@ -329,3 +329,23 @@ def test_from_table_rejects_another_draft(tiny_pair, sp_bl_pair):
     tbl, _, _ = build_translation(*tiny_pair, [])
     with pytest.raises(ValueError, match="rows"):
         TokenMap.from_table(tbl, sp_bl_pair[0], sp_bl_pair[1])
+
+
+def test_from_table_accepts_tokens_added_at_load(tmp_path):
+    """EventGPT's loader adds <ev_patch> after the table was built: it maps nowhere, the rest is unchanged."""
+    from specalign.demo_tokenizer import train_demo_tokenizers
+    from specalign.translation import TokenMap, build_translation
+    from transformers import AutoTokenizer
+
+    texts = ["a red circle moves left", "a blue square moves up", "What is in this scene?"]
+    train_demo_tokenizers(texts, tmp_path / "d", tmp_path / "t", vocab_size=300)
+    draft = AutoTokenizer.from_pretrained(tmp_path / "d")
+    target = AutoTokenizer.from_pretrained(tmp_path / "t")
+    tbl, _, _ = build_translation(draft, target, texts)
+    n = len(draft)
+    draft.add_tokens(["<ev_patch>", "<video>"], special_tokens=True)
+    tm = TokenMap.from_table(tbl, draft, target)
+    assert len(tm.draft_to_target) == n + 2
+    assert tm.draft_to_target[n] == ()                                  # <ev_patch>: the target has none
+    assert tm.draft_to_target[n + 1] == (target.convert_tokens_to_ids("<video>"),)
+    assert tm.draft_to_target[:n] == TokenMap.from_table(tbl, None, None).draft_to_target

@@ -379,10 +379,23 @@ class TokenMap:
                           tbl.column("target_ids").to_pylist()))
         if [r[0] for r in rows] != list(range(len(rows))):
             raise ValueError("translation table: draft_id must be 0..n-1 with no gaps")
-        if draft_tok is not None and len(rows) != len(draft_tok):
-            raise ValueError(f"translation table has {len(rows)} rows, the draft tokenizer {len(draft_tok)} ids")
+        if draft_tok is not None and len(rows) > len(draft_tok):
+            raise ValueError(f"translation table has {len(rows)} rows, the draft tokenizer only {len(draft_tok)} ids")
+        if draft_tok is not None:
+            pieces = dict(zip(tbl.column("draft_id").to_pylist(), tbl.column("draft_token").to_pylist()))
+            if [pieces[i] for i in range(len(rows))] != draft_tok.convert_ids_to_tokens(list(range(len(rows)))):
+                raise ValueError(f"translation table rows do not match this draft tokenizer's pieces "
+                                 f"({len(rows)} rows, tokenizer {len(draft_tok)} ids): built for another draft?")
         kinds = [r[1] for r in rows]
         d2t = [tuple(int(j) for j in (r[2] or ())) for r in rows]
+        # Tokens a backend adds at load time (EventGPT's <ev_patch>) are not in the saved tokenizer
+        # the table was built from: they map only to an identical target string, else nowhere.
+        for i in range(len(rows), len(draft_tok) if draft_tok is not None else 0):
+            piece = draft_tok.convert_ids_to_tokens(i)
+            tid = target_tok.convert_tokens_to_ids(piece) if target_tok is not None else None
+            hit = tid is not None and tid != target_tok.unk_token_id and target_tok.convert_ids_to_tokens(tid) == piece
+            d2t.append((int(tid),) if hit else ())
+            kinds.append("special" if hit else "unmapped")
         d_roles = role_ids(draft_tok) if draft_tok is not None else {}
         t_roles = role_ids(target_tok) if target_tok is not None else {}
         return cls(d2t, _inverse(d2t, kinds, d_roles, t_roles), kinds=kinds,
