@@ -80,9 +80,13 @@ def tokenizer_path(cfg: dict, name: str) -> str:
 
 
 def model_spec_dict(cfg: dict, name: str) -> dict:
-    """What a backend needs to load `name` (path resolved); `gpu` is scheduling only."""
+    """What a backend needs to load `name` (path resolved); `gpu` is scheduling only.
+
+    A demo checkpoint carries its own tokenizer; a real model may name another directory."""
     m = {k: v for k, v in cfg["models"][name].items() if k not in ("gpu", "demo", "tokenizer")}
     m["path"] = model_path(cfg, name)
+    if cfg["models"][name].get("tokenizer") and not cfg["models"][name].get("demo"):
+        m["tokenizer"] = cfg["models"][name]["tokenizer"]
     return m
 
 

@@ -31,6 +31,7 @@ class ModelSpec:
     name: str
     family: str  # eventgpt | video_llava | llava | causal_lm
     path: str
+    tokenizer: str | None = None  # tokenizer directory when it is not the checkpoint's own
     dtype: str = "float32"
     device: str = "cpu"
     attn_implementation: str = "sdpa"
@@ -43,7 +44,8 @@ class ModelSpec:
 
     @classmethod
     def from_config(cls, name: str, cfg: dict) -> "ModelSpec":
-        known = {"family", "path", "dtype", "device", "attn_implementation", "load_in_4bit", "batch_size"}
+        known = {"family", "path", "tokenizer", "dtype", "device", "attn_implementation", "load_in_4bit",
+                 "batch_size"}
         opts = tuple(sorted((k, v) for k, v in cfg.get("options", {}).items()))
         return cls(name=name, options=opts, **{k: v for k, v in cfg.items() if k in known})
 
@@ -59,6 +61,17 @@ class Backend:
     dtype: torch.dtype
     eos_token_id: int
     pad_token_id: int
+
+    def _init_spec(self, spec: ModelSpec) -> None:
+        """The attributes every backend takes from its spec."""
+        self.spec = spec
+        self.name = spec.name
+        self.dtype = torch_dtype(spec.dtype)
+        self.device = torch.device(spec.device)
+
+    @property
+    def tokenizer_path(self) -> str:
+        return self.spec.tokenizer or self.spec.path
 
     def prepare(self, sample) -> PromptInputs:  # sample: specalign.dataset.Sample
         raise NotImplementedError

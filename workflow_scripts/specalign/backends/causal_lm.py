@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..models import Backend, ModelSpec, PromptInputs, torch_dtype
+from ..models import Backend, ModelSpec, PromptInputs
 
 
 def _first_id(value) -> int | None:
@@ -50,13 +50,10 @@ class CausalLMBackend(Backend):
         if not path.is_dir():
             raise FileNotFoundError(f"model {spec.name!r}: {path} is not a local checkpoint folder "
                                     "(models are never downloaded)")
-        tok_path = Path(tokenizer_path or spec.option("tokenizer") or path)
+        tok_path = Path(tokenizer_path or spec.tokenizer or path)
         if not tok_path.is_dir():
             raise FileNotFoundError(f"model {spec.name!r}: tokenizer folder {tok_path} does not exist")
-        self.spec = spec
-        self.name = spec.name
-        self.dtype = torch_dtype(spec.dtype)
-        self.device = torch.device(spec.device)
+        self._init_spec(spec)
         kwargs = dict(dtype=self.dtype, attn_implementation=spec.attn_implementation, local_files_only=True)
         if spec.load_in_4bit:
             _check_4bit(spec)

@@ -10,8 +10,8 @@ EVENT_TOKEN_INDEX (-200) is expanded to T + N placeholders (T = 5 frames, N = (S
 The official code refuses streams of 100 ms or longer; this backend does not by default
 (the DSEC clips are 200 ms - 20 s). Option `max_event_ms` restores a limit (the original's is
 100): a stream whose duration (t.max - t.min, microseconds) is >= that raises ValueError.
-Option `event_frames` (default 5) changes T. Option `tokenizer_path`: load the tokenizer from
-another directory (see eventgpt.load_eventgpt).
+Option `event_frames` (default 5) changes T. The model's `tokenizer` key loads the tokenizer
+from another directory (see eventgpt.load_eventgpt).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from ..eventgpt import (
     num_event_tokens,
     tokenize_event_prompt,
 )
-from ..models import Backend, ModelSpec, PromptInputs, torch_dtype
+from ..models import Backend, ModelSpec, PromptInputs
 from .common import check_plain_load, special_ids, to_rgb_uint8
 
 
@@ -41,12 +41,9 @@ class EventGPTBackend(Backend):
 
     def __init__(self, spec: ModelSpec):
         check_plain_load(spec)
-        self.spec = spec
-        self.name = spec.name
-        self.dtype = torch_dtype(spec.dtype)
-        self.device = torch.device(spec.device)
+        self._init_spec(spec)
         self.model, self.tokenizer, self.image_processor = load_eventgpt(
-            spec.path, self.dtype, self.device, spec.attn_implementation, spec.option("tokenizer_path"))
+            spec.path, self.dtype, self.device, spec.attn_implementation, spec.tokenizer)
         self.num_frames = int(spec.option("event_frames", NUM_EVENT_FRAMES))
         self.max_event_ms = spec.option("max_event_ms", None)
         self.num_visual_tokens = num_event_tokens(self.model.vision_config, self.num_frames)

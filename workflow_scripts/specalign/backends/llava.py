@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models import Backend, ModelSpec, PromptInputs, torch_dtype
+from ..models import Backend, ModelSpec, PromptInputs
 from .common import (
     check_plain_load,
     encode_with_placeholder,
@@ -51,10 +51,7 @@ class LlavaBackend(Backend):
         from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
         check_plain_load(spec)
-        self.spec = spec
-        self.name = spec.name
-        self.dtype = torch_dtype(spec.dtype)
-        self.device = torch.device(spec.device)
+        self._init_spec(spec)
         self.image_mode = spec.option("image_mode", "middle")
         if self.image_mode not in IMAGE_MODES:
             raise ValueError(f"model {spec.name!r}: image_mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
@@ -63,9 +60,9 @@ class LlavaBackend(Backend):
             raise ValueError(f"model {spec.name!r}: grid_resize must be one of {GRID_RESIZES}, "
                              f"got {self.grid_resize!r}")
         kw = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
-        self.model = LlavaForConditionalGeneration.from_pretrained(spec.path, dtype=self.dtype, **kw)
+        self.model = LlavaForConditionalGeneration.from_pretrained(spec.path, dtype=self.dtype, local_files_only=True, **kw)
         self.model.to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path, local_files_only=True)
         cfg = self.model.config
         vision = cfg.vision_config
         self.image_size = image_size_of(vision)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models import Backend, ModelSpec, PromptInputs, torch_dtype
+from ..models import Backend, ModelSpec, PromptInputs
 from .common import check_plain_load, encode_with_placeholder, grid_of, image_size_of, load_preprocess, special_ids
 
 NUM_FRAMES = 8
@@ -35,14 +35,11 @@ class VideoLlavaBackend(Backend):
         from transformers import AutoTokenizer, VideoLlavaForConditionalGeneration
 
         check_plain_load(spec)
-        self.spec = spec
-        self.name = spec.name
-        self.dtype = torch_dtype(spec.dtype)
-        self.device = torch.device(spec.device)
+        self._init_spec(spec)
         kw = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
-        self.model = VideoLlavaForConditionalGeneration.from_pretrained(spec.path, dtype=self.dtype, **kw)
+        self.model = VideoLlavaForConditionalGeneration.from_pretrained(spec.path, dtype=self.dtype, local_files_only=True, **kw)
         self.model.to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path, local_files_only=True)
         cfg = self.model.config
         vision = cfg.vision_config
         self.num_frames = NUM_FRAMES

@@ -1,0 +1,197 @@
+"""config/real_models.yaml plans the real 7B run: a dry run through the snakemake CLI.
+
+The 7B checkpoints are not inputs of the DAG (nothing model-related is a file the
+workflow tracks, except demo models), so the dry run must succeed with every model
+path pointing at a directory that does not exist. The dataset is a tiny folder in the
+DSEC layout (the demo generator writes exactly that layout), with the instruction
+JSON renamed to the real builds' name and every entry's "split" set to the folder
+name, as the real builds do.
+
+Everything runs in a private copy of the workflow in a temporary directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+WORKFLOW_PARTS = ("Snakefile", "rules", "schemas", "workflow_scripts", "profiles", "config.yaml")
+REAL_CONFIG = REPO / "config" / "real_models.yaml"
+GPU_RULES = ("generate", "score", "speculative")
+DEMO_RULES = ("demo_data", "demo_tokenizers", "demo_model")
+# The command README.md "Running on the real models" gives (plus -n and the profile).
+CLI = ("--configfile", "config/real_models.yaml")
+
+
+def real_config() -> dict:
+    return yaml.safe_load(REAL_CONFIG.read_text())
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A private workflow copy whose config/real_models.yaml points at a tiny DSEC-layout folder
+    and at model directories that do not exist."""
+    from specalign.demo_data import DemoSpec, build_demo_dataset
+
+    wd = tmp_path_factory.mktemp("real")
+    for part in WORKFLOW_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, wd / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, wd / part)
+    cfg = real_config()
+    (name, ds), = cfg["datasets"].items()
+    root = wd / "data" / Path(ds["root"]).name           # e.g. .../my_egpt_dsec_seq_1s
+    build_demo_dataset(root, DemoSpec(n_train=1, n_test=2, size=16, frames=4))
+    entries = json.loads((root / "instructions.json").read_text())
+    for e in entries:                                     # the real builds: split = the folder name
+        e["split"] = root.name
+    (root / "instructions.json").unlink()
+    (root / ds["instructions"]).write_text(json.dumps(entries))
+    ds["root"] = str(root)
+    for m in cfg["models"].values():
+        m["path"] = str(wd / "absent" / Path(m["path"]).name)
+        assert not Path(m["path"]).exists()
+    (wd / "config").mkdir()
+    (wd / "config" / "real_models.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return wd
+
+
+def run_snakemake(wd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=wd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def planned(stdout: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) of every job block of a dry run's output."""
+    jobs, rule = [], None
+    for line in stdout.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line.strip())
+        if m:
+            rule = m.group(1)
+        elif rule and line.strip().startswith("resources:"):
+            items = line.strip()[len("resources:"):].split(", ")
+            jobs.append((rule, dict(i.strip().split("=", 1) for i in items)))
+            rule = None
+    return jobs
+
+
+def expected_counts(cfg: dict) -> dict[str, int]:
+    models = {m for p in cfg["pairs"] for m in (p["draft"], p["target"])}
+    n_dec, n_pairs, n_ds = len(cfg["decodings"]), len(cfg["pairs"]), len(cfg["datasets"])
+    spec = cfg["speculative"]
+    return {
+        "manifest": n_ds,
+        "vocab": len(cfg["models"]),
+        "translation": n_pairs,
+        "generate": n_ds * len(models) * n_dec * cfg["shards"],
+        "score": n_ds * n_pairs * n_dec,
+        "speculative": n_ds * n_pairs * len(spec["decodings"]) * len(spec["gammas"]),
+        "acceptance": 1,
+        "report": 1,
+        "all": 1,
+    }
+
+
+def check_plan(stdout: str, cfg: dict) -> list[tuple[str, dict[str, str]]]:
+    jobs = planned(stdout)
+    counts: dict[str, int] = {}
+    for rule, _ in jobs:
+        counts[rule] = counts.get(rule, 0) + 1
+    assert counts == expected_counts(cfg)
+    assert not set(counts) & set(DEMO_RULES)
+    for rule, res in jobs:
+        assert res.get("gpu") == ("1" if rule in GPU_RULES else "0"), (rule, res)
+    return jobs
+
+
+def test_the_real_config_is_what_the_issue_asks_for():
+    cfg = real_config()
+    assert [d["kind"] for d in cfg["datasets"].values()] == ["dsec"]
+    assert len(cfg["questions"]) == 5
+    assert {n: m["family"] for n, m in cfg["models"].items()} == {
+        "eventgpt_7b": "eventgpt", "video_llava_7b": "video_llava", "llava15_7b": "llava"}
+    for m in cfg["models"].values():
+        assert (m["dtype"], m["device"], m["gpu"]) == ("bfloat16", "cuda", True)
+        assert "demo" not in m and Path(m["path"]).is_absolute()
+    assert [(p["draft"], p["target"]) for p in cfg["pairs"]] == [
+        ("eventgpt_7b", "video_llava_7b"), ("eventgpt_7b", "llava15_7b"), ("video_llava_7b", "video_llava_7b")]
+    assert cfg["decodings"]["sampled"]["temperature"] == 0.6 and cfg["decodings"]["sampled"]["top_p"] == 1.0
+    assert cfg["decodings"]["greedy"]["do_sample"] is False
+    assert cfg["speculative"]["gammas"] == [1, 2, 4, 8]
+
+
+def test_dry_run_default_profile(workdir):
+    """The local command (profiles/default is picked up by itself): GPU stages ask for gpu=1."""
+    proc = run_snakemake(workdir, "-n", "--cores", "2", *CLI)
+    check_plan(proc.stdout, real_config())
+
+
+def test_dry_run_slurm_profile(workdir):
+    """The cluster command: the slurm executor plans (no cluster needed for -n) with the profile's resources."""
+    proc = run_snakemake(workdir, "-n", "--workflow-profile", "profiles/slurm", *CLI)
+    jobs = check_plan(proc.stdout, real_config())
+    for rule, res in jobs:
+        if rule in GPU_RULES:
+            assert int(res["mem_mb"]) >= 64000 and int(res["cpus_per_task"]) >= 4, (rule, res)
+
+
+def test_manifest_of_a_dsec_layout_folder(workdir):
+    """The one stage that needs no model runs for real: the instruction file name, split null
+    and the 5 questions select and label every clip."""
+    cfg = real_config()
+    (name, _), = cfg["datasets"].items()
+    # the target first: --configfile takes every word after it as a config file
+    run_snakemake(workdir, f"results/data/{name}/manifest.parquet", "--cores", "1", *CLI)
+    manifest = pl.read_parquet(workdir / f"results/data/{name}/manifest.parquet")
+    assert manifest.height == 3
+    assert set(manifest["question"]) <= set(cfg["questions"])
+    assert not (workdir / "results" / "demo_data").exists()
+
+
+def test_a_named_config_replaces_the_demo(workdir):
+    """The Snakefile loads config.yaml only when no --configfile is given, so a named config is not
+    merged into the demo's: no demo dataset or model is planned beside the real ones."""
+    proc = run_snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/real_models.yaml")
+    rules = {rule for rule, _ in planned(proc.stdout)}
+    assert "generate" in rules and not rules & {"demo_data", "demo_tokenizers", "demo_model"}
+
+
+def _leaves(obj, prefix=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, prefix + (k,))
+    elif isinstance(obj, list) and obj and all(isinstance(x, dict) for x in obj):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, prefix + (i,))
+    else:
+        yield prefix, obj
+
+
+def test_readme_section_shows_this_config():
+    """README "Running on the real models" shows the command and a key part of the config that is
+    really in config/real_models.yaml (every value it shows)."""
+    text = (REPO / "README.md").read_text()
+    assert "## Running on the real models" in text
+    section = text.split("## Running on the real models", 1)[1]
+    assert "--configfile config/real_models.yaml --cores all" in section
+    shown = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    cfg = real_config()
+    for path, value in _leaves(shown):
+        node = cfg
+        for key in path:
+            node = node[key]
+        assert node == value, (path, value, node)
