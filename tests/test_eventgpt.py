@@ -352,3 +352,14 @@ def test_start_end_tokens_when_configured(tok, tmp_path):
     b2 = EventGPTBackend(ModelSpec(name="d", family="eventgpt", path=str(again)))
     assert b2.text_vocab_size == v + 3
     assert torch.equal(b2.model.lm_head.weight, b.model.lm_head.weight)
+
+
+def test_greedy_generation_batched_equals_unbatched(backend):
+    """The generation stage's own loop: left-padded batches give the same greedy tokens."""
+    from specalign.generation import Decoding, generate
+
+    pis = [backend.prepare_frames(f"s{i}", q, _frames(i)) for i, q in enumerate(QUESTIONS)]
+    dec = Decoding("greedy", max_new_tokens=6)
+    one = [g.token_ids for g in generate(backend, pis, dec, batch_size=1)]
+    many = [g.token_ids for g in generate(backend, pis, dec, batch_size=len(pis))]
+    assert one == many and all(len(t) > 0 for t in one)

@@ -138,3 +138,21 @@ def test_score_table_and_edges(tiny_target, tiny_drafts, identity_map, make_prom
     assert score_sample(draft, tiny_target, prompts[0], prompts[0], [], identity_map, GREEDY) == []
     with pytest.raises(ValueError, match="exceeds max_new_tokens"):
         score_sample(draft, tiny_target, prompts[0], prompts[0], [10] * 5, identity_map, GREEDY, max_new_tokens=4)
+
+
+def test_self_scoring_replays_to_full_acceptance(tiny_target, identity_map, make_prompts):
+    """A model scored against itself: every proposal is accepted, and with streams of
+    12 = k (gamma + 1) tokens (cut by length, no EOS) every round emits gamma + 1 tokens."""
+    import polars as pl
+
+    from specalign.acceptance import replay_summary
+
+    dec = Decoding("greedy", max_new_tokens=12)
+    prompts = make_prompts(tiny_target, 3, seed=5)
+    streams = [r.token_ids for r in generate(tiny_target, prompts, dec, ignore_eos=True)]
+    assert all(len(y) == 12 for y in streams)
+    table = score_table(tiny_target, tiny_target, [(p, p, y) for p, y in zip(prompts, streams)], identity_map, dec)
+    summary = replay_summary(pl.from_arrow(table), [1, 2, 3, 5], n_boot=20)
+    assert summary["token_acceptance_rate"].to_list() == [1.0, 1.0, 1.0, 1.0]
+    assert summary["tau"].to_list() == [2.0, 3.0, 4.0, 6.0]
+    assert summary["leviathan_alpha"].to_list() == [1.0] * 4
