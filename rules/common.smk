@@ -1,4 +1,5 @@
 # Helpers shared by the rules. No rule lives here.
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from specalign.config import (  # noqa: E402
 
 check_references(config)
 
-PKG = Path(workflow.basedir) / "workflow_scripts" / "specalign"
+# Relative to the working directory, so a run moved together with its workflow is still complete.
+PKG = Path(os.path.relpath(Path(workflow.basedir) / "workflow_scripts" / "specalign"))
 FP = "results/.fingerprints"
 
 DATASETS = sorted(config["datasets"])

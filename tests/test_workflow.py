@@ -1,6 +1,6 @@
 """The workflow through the real snakemake CLI on a tiny demo config.
 
-One module-scoped run builds everything (demo clips, tokenizers, two trained tiny
+One session-wide run (shared_demo_run) builds everything (demo clips, tokenizers, two trained tiny
 models, generation, scoring, the real loop, acceptance, report); the tests check
 every artifact's schema and the invariants, then use dry runs of config edits to
 check that exactly the touched stages would rerun.
@@ -8,88 +8,23 @@ check that exactly the touched stages would rerun.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-import yaml
+from workflow_helpers import copy_workflow, planned_jobs, shared_demo_run, snakemake, tiny_config, write_config
 
 from specalign.artifacts import SCHEMAS, SUMMARY_COLUMNS
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-WORKFLOW_PARTS = ("Snakefile", "rules", "schemas", "workflow_scripts", "profiles")
 
 pytestmark = pytest.mark.slow
 
 
-def tiny_config() -> dict:
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["datasets"]["demo"]["demo"].update(n_train=48, n_test=6)
-    cfg["demo_training"].update(target_steps=12, draft_steps=12, batch_size=8)
-    cfg["decodings"]["greedy"]["max_new_tokens"] = 8
-    cfg["decodings"]["sampled"]["max_new_tokens"] = 8
-    cfg["gammas"] = [1, 2, 3]
-    cfg["speculative"] = {"gammas": [1, 3], "decodings": ["greedy", "sampled"]}
-    cfg["shards"] = 2
-    cfg["bootstrap"] = 50
-    return cfg
-
-
-def copy_workflow(dest: Path) -> Path:
-    """A private copy of the workflow, so a test may touch its package modules."""
-    for part in WORKFLOW_PARTS:
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, dest / part)
-    return dest
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
-                          env=env, timeout=1500)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
-
-
-def write_config(workdir: Path, cfg: dict) -> None:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-
-def planned_jobs(workdir: Path) -> dict[str, int]:
-    """Rule -> job count of a dry run (its 'Job stats' table)."""
-    out = snakemake(workdir, "-n").stdout
-    if "Nothing to be done" in out:
-        return {}
-    counts, in_table = {}, False
-    for line in out.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            in_table = True
-            continue
-        if in_table:
-            if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
-                counts[parts[0]] = int(parts[1])
-            elif parts and parts[0] == "total":
-                break
-    return counts
-
-
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    wd = copy_workflow(tmp_path_factory.mktemp("workflow"))
-    write_config(wd, tiny_config())
-    snakemake(wd)
-    return wd
+    """The session's one local run of the tiny config (tests/workflow_helpers.py), shared with
+    tests/test_faults.py and tests/test_slurm.py. Tests here that edit it restore it."""
+    return shared_demo_run(tmp_path_factory)
 
 
 def test_config_typo_names_the_key_and_runs_nothing(tmp_path):

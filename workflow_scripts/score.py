@@ -28,7 +28,8 @@ tprompts, terr = prepare_samples(target, samples, skip, "score")
 dmap = {p.sample_id: p for p in dprompts}
 items = [(dmap[tp.sample_id], tp, streams[tp.sample_id]) for tp in tprompts if tp.sample_id in dmap]
 log.info("scoring %s along %s (%s): %d samples", draft_name, target_name, decoding.name, len(items))
-scores = score_table(draft, target, items, token_map, decoding, progress=ProgressLog(total=len(items)))
+scores = score_table(draft, target, items, token_map, decoding,
+                     progress=jobs.progress(log, ProgressLog(total=len(items))))
 meta = jobs.provenance(sm, draft=jobs.model_identity(json.loads(sm.params.draft)["path"]),
                        target=jobs.model_identity(json.loads(sm.params.target)["path"]),
                        decoding=json.loads(sm.params.decoding))

@@ -27,7 +27,8 @@ dmap = {p.sample_id: p for p in dprompts}
 pairs = [(dmap[tp.sample_id], tp) for tp in tprompts if tp.sample_id in dmap]
 log.info("speculative loop %s -> %s, %s, gamma %d: %d samples", draft_name, target_name, decoding.name, gamma,
          len(pairs))
-rounds = run_speculative(draft, target, pairs, token_map, gamma, decoding, progress=ProgressLog(total=len(pairs)))
+rounds = run_speculative(draft, target, pairs, token_map, gamma, decoding,
+                         progress=jobs.progress(log, ProgressLog(total=len(pairs))))
 meta = jobs.provenance(sm, draft=jobs.model_identity(dspec.path), target=jobs.model_identity(tspec.path),
                        decoding=json.loads(sm.params.decoding), gamma=gamma)
 write_parquet(table("errors", derr + terr), sm.output.errors, "errors", meta)

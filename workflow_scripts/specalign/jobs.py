@@ -15,7 +15,8 @@ PACKAGES = ("specalign", "torch", "transformers", "tokenizers", "snakemake", "py
 
 
 def setup(snakemake) -> logging.Logger:
-    """Route logging (and warnings) to the rule's log file; pin torch threads to the rule's threads.
+    """Route stderr (logging, warnings, progress lines, tracebacks) also to the rule's log file;
+    pin torch threads to the rule's threads.
 
     Pinning matters: on a 2-core machine two jobs each using every core slowed
     training 50-100x.
@@ -29,16 +30,41 @@ def setup(snakemake) -> logging.Logger:
     except ImportError:  # data-only stages do not need torch
         pass
     log_path = snakemake.log[0] if len(snakemake.log) else None
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
+        # Everything the job writes to stderr (log lines, ProgressLog lines, warnings, and the
+        # traceback of an uncaught error naming the sample and file) also goes to its log file.
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w"))
+        sys.stderr = _Tee(sys.stderr, open(log_path, "w", buffering=1, encoding="utf-8"))
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(message)s")
     logging.captureWarnings(True)
     logger = logging.getLogger(f"specalign.{snakemake.rule}")
     logger.info("rule %s wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+    if os.environ.get("SLURM_JOB_ID"):  # submitted through SLURM (profiles/slurm): say which job and GPU
+        logger.info("SLURM_JOB_ID=%s SLURM_JOB_NODELIST=%s CUDA_VISIBLE_DEVICES=%s",
+                    os.environ["SLURM_JOB_ID"], os.environ.get("SLURM_JOB_NODELIST", ""),
+                    os.environ.get("CUDA_VISIBLE_DEVICES", ""))
     return logger
+
+
+class _Tee:
+    """A text stream writing to the original stderr and to the job's log file."""
+
+    def __init__(self, stream, log_file):
+        self.stream, self.log_file = stream, log_file
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self.log_file.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.log_file.flush()
+
+    def __getattr__(self, name: str):  # isatty, fileno, encoding, ...: the original stream's
+        return getattr(self.stream, name)
 
 
 def package_versions() -> dict[str, str]:
@@ -80,3 +106,8 @@ def provenance(snakemake, **extra: Any) -> dict[str, Any]:
         meta["config_fingerprint"] = {str(f): json.loads(Path(f).read_text()) for f in fps}
     meta.update(extra)
     return meta
+
+
+def progress(logger: logging.Logger, bar):
+    """A `progress(done, total)` callable writing `bar.line(...)` (progress + ETA) to the rule's log."""
+    return lambda done, total=None: logger.info(bar.line(done, total))

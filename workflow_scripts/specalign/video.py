@@ -161,7 +161,9 @@ def write_mp4(frames, path: str | Path, fps: float = 20, crf: int = 18) -> None:
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             # One thread: tiny frames gain nothing from threads, and the
             # machines running this are shared.
-            stream.options = {"crf": str(crf), "threads": "1"}
+            # x264's macroblock-tree rate control made identical frames encode differently from
+            # run to run (3-5 outputs in 10 encodes); without it the bytes are reproducible.
+            stream.options = {"crf": str(crf), "threads": "1", "x264-params": "no-mbtree=1:rc-lookahead=0"}
             for frame in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)
