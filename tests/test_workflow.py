@@ -158,3 +158,17 @@ def test_module_edit_reruns_the_stages_that_import_it(demo_run):
         assert planned_jobs(demo_run) == {"score": 2, "acceptance": 1, "report": 1, "all": 1}
     finally:
         module.write_text(original)
+
+
+def test_added_pair_runs_only_its_jobs(demo_run):
+    """Video-LLaVA as its own draft (the note's option A), added to the config: its translation,
+    scoring and loop jobs plus the tables; nothing already computed reruns."""
+    cfg = tiny_config()
+    cfg["pairs"].append({"draft": "demo_target", "target": "demo_target"})
+    write_config(demo_run, cfg)
+    try:
+        # 1 translation, 2 decodings x 1 score, 2 decodings x 2 loop gammas, then the tables
+        assert planned_jobs(demo_run) == {"translation": 1, "score": 2, "speculative": 4, "acceptance": 1,
+                                          "report": 1, "all": 1}
+    finally:
+        write_config(demo_run, tiny_config())

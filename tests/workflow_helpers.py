@@ -139,9 +139,9 @@ def clone_run(run: Path, dest: Path) -> Path:
     return dest
 
 
-# Rerun triggers for a clone: all of Snakemake's but "input". The code modules are inputs with
-# ABSOLUTE paths (rules/common.smk `pkg`), so in a copy at another path every job's "set of input
-# files" differs and the whole run would be redone; mtime, params and code are still checked.
+# Rerun triggers for a clone: all of Snakemake's but "input" (the module inputs are relative paths
+# now, rules/common.smk `pkg`, so "input" would also hold; kept narrow so a clone never reruns for
+# a reason unrelated to the fault a test injects); mtime, params and code are still checked.
 CLONE_TRIGGERS = ("--rerun-triggers", "mtime", "params", "software-env", "code")
 
 
