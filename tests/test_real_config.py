@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +21,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from workflow_helpers import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-WORKFLOW_PARTS = ("Snakefile", "rules", "schemas", "workflow_scripts", "profiles", "config.yaml")
 REAL_CONFIG = REPO / "config" / "real_models.yaml"
 GPU_RULES = ("generate", "score", "speculative")
 DEMO_RULES = ("demo_data", "demo_tokenizers", "demo_model")
@@ -43,13 +42,7 @@ def workdir(tmp_path_factory) -> Path:
     and at model directories that do not exist."""
     from specalign.demo_data import DemoSpec, build_demo_dataset
 
-    wd = tmp_path_factory.mktemp("real")
-    for part in WORKFLOW_PARTS:
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, wd / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, wd / part)
+    wd = copy_workflow(tmp_path_factory.mktemp("real"))
     cfg = real_config()
     (name, ds), = cfg["datasets"].items()
     root = wd / "data" / Path(ds["root"]).name           # e.g. .../my_egpt_dsec_seq_1s

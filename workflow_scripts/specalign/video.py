@@ -67,6 +67,19 @@ def _decode_video(path: Path) -> np.ndarray:
     return np.stack(frames)
 
 
+def _source(path: str | Path) -> tuple[Path, list[Path] | None]:
+    """(path, its PNG files) for a frame folder, (path, None) for a video file; errors name the path."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such video file or frame folder")
+    if not path.is_dir():
+        return path, None
+    files = _png_files(path)
+    if not files:
+        raise ValueError(f"{path}: frame folder has no .png files")
+    return path, files
+
+
 def read_frames(path: str | Path) -> np.ndarray:
     """All frames of a clip, uint8 [N, H, W, 3] RGB.
 
@@ -74,13 +87,8 @@ def read_frames(path: str | Path) -> np.ndarray:
     folder of PNG frames taken in file-name order (DSEC's zero-padded names
     sort in time order).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such video file or frame folder")
-    if path.is_dir():
-        files = _png_files(path)
-        if not files:
-            raise ValueError(f"{path}: frame folder has no .png files")
+    path, files = _source(path)
+    if files is not None:
         return _stack([_read_png(f) for f in files], files)
     return _decode_video(path)
 
@@ -91,13 +99,8 @@ def check_readable(path: str | Path) -> None:
     Cheap on purpose (the manifest checks every clip): a video decodes only
     up to its first frame, a PNG folder opens only its first file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such video file or frame folder")
-    if path.is_dir():
-        files = _png_files(path)
-        if not files:
-            raise ValueError(f"{path}: frame folder has no .png files")
+    path, files = _source(path)
+    if files is not None:
         _read_png(files[0])
         return
     try:
