@@ -1,5 +1,5 @@
 # Acceptance: teacher-forced scoring of each draft along its target's streams, the real
-# draft-verify loop, and the summary tables (shared/reference/acceptance-metrics.md).
+# draft-verify loop (sharded like generation), and the summary tables (shared/reference/acceptance-metrics.md).
 
 
 rule score:
@@ -39,8 +39,8 @@ rule speculative:
         fingerprint=f"{FP}/score/{{pair}}.{{decoding}}.json",
         code=MODEL_CODE + pkg("speculative.py", "generation.py"),
     output:
-        rounds="results/speculative/{dataset}/{pair}/{decoding}/g{gamma}.parquet",
-        errors="results/speculative/{dataset}/{pair}/{decoding}/g{gamma}.errors.parquet",
+        rounds="results/speculative/{dataset}/{pair}/{decoding}/g{gamma}/shard{shard}.parquet",
+        errors="results/speculative/{dataset}/{pair}/{decoding}/g{gamma}/shard{shard}.errors.parquet",
     params:
         root=lambda w: dataset_root(config, w.dataset),
         draft=lambda w: model_json(pair_models(w.pair)[0]),
@@ -48,11 +48,12 @@ rule speculative:
         draft_tokenizer=lambda w: tokenizer_path(config, pair_models(w.pair)[0]),
         target_tokenizer=lambda w: tokenizer_path(config, pair_models(w.pair)[1]),
         decoding=lambda w: canonical({"name": w.decoding, **config["decodings"][w.decoding]}),
+        shards=config["shards"],
         skip_bad=config["skip_bad_samples"],
     resources:
         gpu=lambda w: gpu_of(*pair_models(w.pair)),
     log:
-        "logs/speculative/{dataset}/{pair}/{decoding}/g{gamma}.log",
+        "logs/speculative/{dataset}/{pair}/{decoding}/g{gamma}/shard{shard}.log",
     script:
         "../workflow_scripts/speculative.py"
 

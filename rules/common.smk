@@ -151,8 +151,8 @@ def acceptance_runs(wildcards=None):
                     "target_vocab": f"results/vocab/{target}.parquet",
                     "draft_tokens": shard_files(d, draft, dec),
                     "target_tokens": shard_files(d, target, dec),
-                    "rounds": [f"results/speculative/{d}/{p}/{dec}/g{g}.parquet"
-                               for g in config["speculative"]["gammas"]]
+                    "rounds": [f"results/speculative/{d}/{p}/{dec}/g{g}/shard{k}.parquet"
+                               for g in config["speculative"]["gammas"] for k in SHARDS]
                     if dec in config["speculative"]["decodings"] else [],
                 })
     return runs

@@ -265,7 +265,7 @@ def test_forced_rerun_reproduces_the_artifacts(demo_run, tmp_path):
     targets = [
         "results/generate/demo/demo_draft/sampled/shard1.parquet",   # seeded sampling
         f"results/score/demo/{PAIR}/sampled.parquet",                # teacher-forced probabilities
-        f"results/speculative/demo/{PAIR}/sampled/g3.parquet",       # rejection-sampling loop
+        f"results/speculative/demo/{PAIR}/sampled/g3/shard0.parquet",  # rejection-sampling loop
     ]
     before = {t: artifact_table(wd / t) for t in targets}
     stamps = {t: (wd / t).stat().st_mtime_ns for t in targets}

@@ -92,7 +92,7 @@ def expected_counts(cfg: dict) -> dict[str, int]:
         "translation": n_pairs,
         "generate": n_ds * len(models) * n_dec * cfg["shards"],
         "score": n_ds * n_pairs * n_dec,
-        "speculative": n_ds * n_pairs * len(spec["decodings"]) * len(spec["gammas"]),
+        "speculative": n_ds * n_pairs * len(spec["decodings"]) * len(spec["gammas"]) * cfg["shards"],
         "acceptance": 1,
         "report": 1,
         "all": 1,

@@ -123,7 +123,7 @@ def test_every_job_ran_under_slurm(slurm_run):
     subs = _submissions(output)
     rules = {rule for rule, _ in subs.values()}
     assert rules == RULES_WITH_JOBS, rules
-    assert len(subs) == 24  # every job but `all`, none twice (no retries, no resubmission)
+    assert len(subs) == 28  # every job but `all`, none twice (no retries, no resubmission)
     seen = {}
     for path, text in _rule_logs(wd).items():
         m = re.search(r"SLURM_JOB_ID=(\d+) SLURM_JOB_NODELIST=(\S*) CUDA_VISIBLE_DEVICES=(\S*)", text)

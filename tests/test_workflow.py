@@ -83,7 +83,9 @@ def test_every_artifact_has_its_schema(demo_run):
         scores = _check_parquet(res / f"score/demo/demo_draft__demo_target/{dec}.parquet", "scores")
         assert scores["summin"].is_between(0, 1 + 1e-6).all()
         for g in (1, 3):
-            _check_parquet(res / f"speculative/demo/demo_draft__demo_target/{dec}/g{g}.parquet", "rounds")
+            for k in (0, 1):
+                _check_parquet(res / f"speculative/demo/demo_draft__demo_target/{dec}/g{g}/shard{k}.parquet",
+                               "rounds")
     stats = json.loads((res / "translation/demo_draft__demo_target.stats.json").read_text())
     assert stats["target_added"] == ["<image>", "<video>", "<pad>"]
     assert stats["overlap_pct"] == 100.0 and stats["draft_only"] == 0
@@ -143,8 +145,8 @@ def test_decoding_edit_reruns_only_that_preset(demo_run):
     cfg["decodings"]["sampled"]["temperature"] = 0.9
     write_config(demo_run, cfg)
     try:
-        # 2 models x 2 shards of generation, its scoring, its 2 loop gammas, then the tables
-        assert planned_jobs(demo_run) == {"generate": 4, "score": 1, "speculative": 2, "acceptance": 1,
+        # 2 models x 2 shards of generation, its scoring, its 2 loop gammas x 2 shards, then the tables
+        assert planned_jobs(demo_run) == {"generate": 4, "score": 1, "speculative": 4, "acceptance": 1,
                                           "report": 1, "all": 1}
     finally:
         write_config(demo_run, tiny_config())
@@ -167,8 +169,8 @@ def test_added_pair_runs_only_its_jobs(demo_run):
     cfg["pairs"].append({"draft": "demo_target", "target": "demo_target"})
     write_config(demo_run, cfg)
     try:
-        # 1 translation, 2 decodings x 1 score, 2 decodings x 2 loop gammas, then the tables
-        assert planned_jobs(demo_run) == {"translation": 1, "score": 2, "speculative": 4, "acceptance": 1,
+        # 1 translation, 2 decodings x 1 score, 2 decodings x 2 loop gammas x 2 shards, then the tables
+        assert planned_jobs(demo_run) == {"translation": 1, "score": 2, "speculative": 8, "acceptance": 1,
                                           "report": 1, "all": 1}
     finally:
         write_config(demo_run, tiny_config())

@@ -19,7 +19,8 @@ decoding = Decoding.from_config(sm.params.decoding)
 gamma = int(sm.wildcards.gamma)
 token_map = TokenMap.from_table(sm.input.translation, draft.tokenizer, target.tokenizer)
 
-samples = samples_from_manifest(sm.input.manifest, sm.params.root)
+shard, shards = int(sm.wildcards.shard), int(sm.params.shards)
+samples = samples_from_manifest(sm.input.manifest, sm.params.root)[shard::shards]  # as in generation
 skip = bool(sm.params.skip_bad)
 dprompts, derr = prepare_samples(draft, samples, skip, "speculative")
 tprompts, terr = prepare_samples(target, samples, skip, "speculative")
@@ -30,6 +31,6 @@ log.info("speculative loop %s -> %s, %s, gamma %d: %d samples", draft_name, targ
 rounds = run_speculative(draft, target, pairs, token_map, gamma, decoding,
                          progress=jobs.progress(log, ProgressLog(total=len(pairs))))
 meta = jobs.provenance(sm, draft=jobs.model_identity(dspec.path), target=jobs.model_identity(tspec.path),
-                       decoding=json.loads(sm.params.decoding), gamma=gamma)
+                       decoding=json.loads(sm.params.decoding), gamma=gamma, shard=f"{shard}/{shards}")
 write_parquet(table("errors", derr + terr), sm.output.errors, "errors", meta)
 write_parquet(rounds, sm.output.rounds, "rounds", meta)

@@ -91,7 +91,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("is_eos", _bool),
         ("max_new_tokens", _i32),       # per sample: the length budget the stream was generated with
     ]),
-    # results/speculative/{dataset}/{draft}__{target}/{decoding}/g{gamma}.parquet: one row per round.
+    # results/speculative/{dataset}/{draft}__{target}/{decoding}/g{gamma}/shard{k}.parquet: one row per round.
     "rounds": pa.schema([
         ("sample_id", _str),
         ("gamma", _i32),

@@ -75,11 +75,10 @@ def run_tables(run: Run, decoding_cfg: dict, gammas: list[int], n_boot: int):
     cost = acc.cost_model(d_pre, d_dec, t_pre, t_dec, alpha, gammas,
                           new_tokens=int(scores["max_new_tokens"].max() or 1)) if not math.isnan(alpha) else None
 
-    loops = {}
-    for f in run.rounds:
-        r = pl.read_parquet(f)
-        if r.height:
-            loops[int(r["gamma"][0])] = r
+    loops = {}  # gamma -> the loop's rounds over all shards
+    if run.rounds:
+        every = pl.read_parquet(run.rounds)
+        loops = {int(g): every.filter(pl.col("gamma") == g) for g in every["gamma"].unique().sort()}
     loop_summ = {g: acc.rounds_summary(r, n_boot=n_boot).row(0, named=True) for g, r in loops.items()}
 
     is_greedy = greedy(decoding_cfg)
