@@ -10,7 +10,7 @@ rule score:
         draft=lambda w: model_inputs(pair_models(w.pair)[0]),
         target=lambda w: model_inputs(pair_models(w.pair)[1]),
         fingerprint=f"{FP}/score/{{pair}}.{{decoding}}.json",
-        code=MODEL_CODE + pkg("scoring.py", "generation.py"),
+        code=script_modules("score.py"),
     output:
         scores="results/score/{dataset}/{pair}/{decoding}.parquet",
         errors="results/score/{dataset}/{pair}/{decoding}.errors.parquet",
@@ -37,7 +37,7 @@ rule speculative:
         draft=lambda w: model_inputs(pair_models(w.pair)[0]),
         target=lambda w: model_inputs(pair_models(w.pair)[1]),
         fingerprint=f"{FP}/score/{{pair}}.{{decoding}}.json",
-        code=MODEL_CODE + pkg("speculative.py", "generation.py"),
+        code=script_modules("speculative.py"),
     output:
         rounds="results/speculative/{dataset}/{pair}/{decoding}/g{gamma}/shard{shard}.parquet",
         errors="results/speculative/{dataset}/{pair}/{decoding}/g{gamma}/shard{shard}.errors.parquet",
@@ -62,7 +62,7 @@ rule acceptance:
     input:
         unpack(acceptance_inputs),
         fingerprint=f"{FP}/acceptance/all.json",
-        code=pkg("acceptance.py"),
+        code=script_modules("acceptance.py"),
     output:
         summary="results/acceptance/summary.csv",
         per_position="results/acceptance/per_position.csv",

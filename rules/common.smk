@@ -37,14 +37,45 @@ wildcard_constraints:
     gamma=r"\d+",
 
 
-def pkg(*modules):
-    """Package modules a stage imports: Snakemake does not track imports, so they are inputs."""
-    return [str(PKG / m) for m in ("artifacts.py", "config.py", *modules)]
+def _module_file(dotted):
+    """specalign.a.b -> its file under PKG (module or package), or None."""
+    parts = dotted.split(".")[1:]
+    for cand in (PKG.joinpath(*parts).with_suffix(".py") if parts else None, PKG.joinpath(*parts, "__init__.py")):
+        if cand is not None and cand.exists():
+            return cand
+    return None
 
 
-MODEL_CODE = pkg("models.py", "dataset.py", "events.py", "video.py", "eventgpt.py",
-                 "backends/eventgpt.py", "backends/video_llava.py", "backends/llava.py",
-                 "backends/causal_lm.py", "backends/common.py", "translation.py")
+def script_modules(script):
+    """The package modules a rule script imports, transitively, lazy imports included.
+
+    Snakemake reruns a job when its script changes but not when a module the script imports
+    does, so these files are the job's inputs (relative paths: a moved run stays complete)."""
+    import ast
+
+    found, todo = set(), [Path(workflow.basedir) / "workflow_scripts" / script]
+    while todo:
+        path = todo.pop()
+        here = ["specalign", *path.relative_to(PKG).with_suffix("").parts[:-1]] if path.is_relative_to(PKG) else []
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.split(".")[0] == "specalign"]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = ".".join(here[: len(here) - node.level + 1])
+                    mod = f"{base}.{node.module}" if node.module else base
+                elif node.module and node.module.split(".")[0] == "specalign":
+                    mod = node.module
+                else:
+                    continue
+                names = [mod] + [f"{mod}.{a.name}" for a in node.names]  # `from pkg import module`
+            for name in names:
+                f = _module_file(name)
+                if f is not None and f not in found:
+                    found.add(f)
+                    todo.append(f)
+    return sorted(str(f) for f in found)
 
 
 def pair_models(pair):

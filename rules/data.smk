@@ -4,7 +4,7 @@
 rule demo_data:
     input:
         fingerprint=f"{FP}/demo_data/{{dataset}}.json",
-        code=pkg("demo_data.py", "events.py", "video.py"),
+        code=script_modules("demo_data.py"),
     output:
         directory("results/demo_data/{dataset}"),
     params:
@@ -19,7 +19,7 @@ rule manifest:
     input:
         data=lambda w: dataset_inputs(w.dataset),
         fingerprint=f"{FP}/manifest/{{dataset}}.json",
-        code=pkg("dataset.py", "video.py"),
+        code=script_modules("manifest.py"),
     output:
         manifest="results/data/{dataset}/manifest.parquet",
         errors="results/data/{dataset}/errors.parquet",

@@ -7,7 +7,7 @@ rule generate:
         manifest="results/data/{dataset}/manifest.parquet",
         model=lambda w: model_inputs(w.model),
         fingerprint=f"{FP}/generate/{{model}}.{{decoding}}.json",
-        code=MODEL_CODE + pkg("generation.py"),
+        code=script_modules("generate.py"),
     output:
         tokens="results/generate/{dataset}/{model}/{decoding}/shard{shard}.parquet",
         errors="results/generate/{dataset}/{model}/{decoding}/shard{shard}.errors.parquet",

@@ -6,7 +6,7 @@ rule demo_model:
         data=lambda w: dataset_inputs(config["demo_training"]["dataset"]),
         tokenizer=lambda w: tokenizer_inputs(w.model),
         fingerprint=f"{FP}/demo_model/{{model}}.json",
-        code=pkg("demo_models.py", "eventgpt.py", "events.py", "video.py", "dataset.py"),
+        code=script_modules("demo_model.py"),
     output:
         directory("results/demo_models/{model}"),
     params:

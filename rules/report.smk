@@ -11,8 +11,9 @@ rule report:
         scores=expand("results/score/{dataset}/{pair}/{decoding}.parquet",
                       dataset=DATASETS, pair=PAIRS, decoding=DECODINGS),
         stats=expand("results/translation/{pair}.stats.json", pair=PAIRS),
+        translation=expand("results/translation/{pair}.parquet", pair=PAIRS),
         vocab=expand("results/vocab/{model}.parquet", model=MODELS),
-        code=pkg("report.py", "explain.py"),
+        code=script_modules("report.py"),
     output:
         report="results/report.md",
         disagreements="results/explain/disagreements.csv",

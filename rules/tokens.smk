@@ -5,7 +5,7 @@ rule demo_tokenizers:
     input:
         data=lambda w: dataset_inputs(config["demo_training"]["dataset"]),
         fingerprint=f"{FP}/demo_tokenizers/demo.json",
-        code=pkg("demo_tokenizer.py", "dataset.py"),
+        code=script_modules("demo_tokenizers.py"),
     output:
         draft=directory("results/demo_tokenizers/draft"),
         target=directory("results/demo_tokenizers/target"),
@@ -24,7 +24,7 @@ rule vocab:
     input:
         tokenizer=lambda w: tokenizer_inputs(w.model),
         fingerprint=f"{FP}/vocab/{{model}}.json",
-        code=pkg("vocabulary.py"),
+        code=script_modules("vocab.py"),
     output:
         "results/vocab/{model}.parquet",
     params:
@@ -40,7 +40,7 @@ rule translation:
         draft=lambda w: tokenizer_inputs(pair_models(w.pair)[0]),
         target=lambda w: tokenizer_inputs(pair_models(w.pair)[1]),
         fingerprint=f"{FP}/translation/{{pair}}.json",
-        code=pkg("translation.py", "vocabulary.py"),
+        code=script_modules("translation.py"),
     output:
         table="results/translation/{pair}.parquet",
         seed_map="results/translation/{pair}.json",

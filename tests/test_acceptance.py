@@ -317,10 +317,11 @@ def test_replay_summary_hand():
     # Sample "a" = HAND (budget 9); sample "b" = [1, 1, 1] ending with an accepted EOS (budget 10).
     # gamma 1, "b": s=0: g=1, a=1, e=2 -> 2 | s=2: g=1, a=min(1,1,1)=1, s+a=3 == N -> e=1.
     #   rounds 2, drafted 2, accepted 2.   With "a" (drafted 5, accepted 3, rounds 6):
-    #   drafted 7, accepted 5, rounds 8, emitted 12 -> rate 5/7, tau 12/8 = 1.5.
+    #   drafted 7, accepted 5, rounds 8, emitted 12 -> rate 5/7, tau (5 + 8)/8 = 1.625 (the doc's
+    #   sum (a_r + 1) / rounds counts a bonus for b's accepted-EOS round), tokens per call 12/8 = 1.5.
     # gamma 3, "b": s=0: g=3, a=min(3,3,3)=3, s+a == N -> e=3: 1 round, drafted 3, accepted 3.
     #   With "a" (drafted 7, accepted 5, rounds 4): drafted 10, accepted 8, rounds 5,
-    #   emitted 12 -> rate 0.8, tau 2.4.
+    #   emitted 12 -> rate 0.8, tau (8 + 5)/5 = 2.6, tokens per call 12/5 = 2.4.
     # leviathan_alpha = mean summin over 12 positions = (6 + 3) / 12 = 0.75 (greedy: summin = match).
     # per position at gamma 3, rounds (d,a): a: (3,2) (3,3) (1,0) (0,0); b: (3,3)
     #   i=1: a>=1: 3 / d>=1: 4 -> 3/4; cond same denominator 4 -> 3/4
@@ -331,9 +332,11 @@ def test_replay_summary_hand():
     assert out.height == 2
     g1, g3 = out.row(0, named=True), out.row(1, named=True)
     assert (g1["gamma"], g1["n_samples"], g1["rounds"], g1["drafted"], g1["accepted"], g1["emitted"]) == (1, 2, 8, 7, 5, 12)
-    assert g1["token_acceptance_rate"] == pytest.approx(5 / 7) and g1["tau"] == 1.5
+    assert g1["token_acceptance_rate"] == pytest.approx(5 / 7) and g1["tau"] == 1.625
+    assert g1["tokens_per_call"] == 1.5
     assert (g3["rounds"], g3["drafted"], g3["accepted"], g3["emitted"]) == (5, 10, 8, 12)
-    assert g3["token_acceptance_rate"] == pytest.approx(0.8) and g3["tau"] == pytest.approx(2.4)
+    assert g3["token_acceptance_rate"] == pytest.approx(0.8) and g3["tau"] == pytest.approx(2.6)
+    assert g3["tokens_per_call"] == pytest.approx(2.4)
     for row in (g1, g3):
         assert row["leviathan_alpha"] == pytest.approx(0.75)
         assert row["mapped_mass"] == pytest.approx(0.9)

@@ -140,3 +140,21 @@ def test_metaspace_and_wordpiece_and_plain(tmp_path):
         {"id": 2, "token": "circle", "text": "circle", "is_special": False, "is_added": False, "is_byte": False},
         {"id": 3, "token": "<extra>", "text": "<extra>", "is_special": False, "is_added": True, "is_byte": False},
     ]
+
+
+def test_vocabulary_with_an_id_gap_keeps_ids_aligned():
+    """A WordLevel vocabulary missing id 3: one empty row for it, 'd' stays at id 4."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from specalign.vocabulary import piece_entries, vocabulary_table
+
+    wl = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2, "d": 4}, unk_token="<unk>"))
+    wl.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=wl, unk_token="<unk>")
+    entries = piece_entries(tok)
+    assert [e.id for e in entries] == [0, 1, 2, 3, 4]
+    assert entries[3].token == "" and entries[4].token == "d"
+    tbl = vocabulary_table(tok)
+    assert tbl.column("id").to_pylist() == [0, 1, 2, 3, 4]
+    assert tbl.column("token").to_pylist()[4] == "d"

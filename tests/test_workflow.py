@@ -153,11 +153,13 @@ def test_decoding_edit_reruns_only_that_preset(demo_run):
 
 
 def test_module_edit_reruns_the_stages_that_import_it(demo_run):
+    """Imports are followed transitively (rules/common.smk `script_modules`)."""
     module = demo_run / "workflow_scripts/specalign/scoring.py"
     original = module.read_text()
     module.write_text(original + "\n# edited\n")
     try:
-        assert planned_jobs(demo_run) == {"score": 2, "acceptance": 1, "report": 1, "all": 1}
+        # scoring.py is imported by the score rule and, for its token-map helpers, by the loop
+        assert planned_jobs(demo_run) == {"score": 2, "speculative": 8, "acceptance": 1, "report": 1, "all": 1}
     finally:
         module.write_text(original)
 
@@ -174,3 +176,13 @@ def test_added_pair_runs_only_its_jobs(demo_run):
                                           "report": 1, "all": 1}
     finally:
         write_config(demo_run, tiny_config())
+
+
+def test_summary_module_edit_reruns_only_the_tables(demo_run):
+    module = demo_run / "workflow_scripts/specalign/summary.py"
+    original = module.read_text()
+    module.write_text(original + "\n# edited\n")
+    try:
+        assert planned_jobs(demo_run) == {"acceptance": 1, "report": 1, "all": 1}
+    finally:
+        module.write_text(original)

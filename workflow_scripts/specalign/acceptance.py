@@ -5,7 +5,10 @@ exactly; each quantity has one function and one column name:
 
 - Leviathan alpha: mean of summin (sum_x min(p, q)) over target positions.
 - token acceptance rate = sum accepted / sum drafted (vLLM V1).
-- tau = sum emitted / rounds (includes the target's own token; plain decoding = 1).
+- tau = sum (accepted + 1) / rounds, the bonus token included (acceptance-metrics.md §3;
+  plain decoding = 1). A round that ends the stream on an accepted EOS emits no bonus
+  token, so the tokens really emitted per target call are `tokens_per_call` =
+  sum emitted / rounds, which is <= tau (equal unless a stream ends on an accepted EOS).
 - per-position acceptance, unconditional and conditional.
 - the i.i.d. (Leviathan) predictions: tokens per target call, speedup, best gamma,
   and the token acceptance rate the i.i.d. model implies.
@@ -256,10 +259,11 @@ def _summarise_gamma(gamma: int, samples: list[_SampleRounds], max_gamma: int, n
         "accepted": accepted,
         "emitted": emitted,
         "token_acceptance_rate": _ratio(accepted, drafted),
-        "tau": _ratio(emitted, rounds),
+        "tau": _ratio(accepted + rounds, rounds),
+        "tokens_per_call": _ratio(emitted, rounds),
     }
     row["token_acceptance_rate_lo"], row["token_acceptance_rate_hi"] = bootstrap_ci(a, d, n_boot, seed)
-    row["tau_lo"], row["tau_hi"] = bootstrap_ci(e, r, n_boot, seed)
+    row["tau_lo"], row["tau_hi"] = bootstrap_ci([x + y for x, y in zip(a, r)], r, n_boot, seed)
     all_d = np.concatenate([s.drafted for s in samples]) if samples else np.zeros(0, np.int64)
     all_a = np.concatenate([s.accepted for s in samples]) if samples else np.zeros(0, np.int64)
     uncond, cond = _per_position_arrays(all_d, all_a, gamma)
@@ -273,7 +277,7 @@ def _summarise_gamma(gamma: int, samples: list[_SampleRounds], max_gamma: int, n
 _CORE_SCHEMA = {
     "gamma": pl.Int64, "n_samples": pl.Int64, "rounds": pl.Int64, "drafted": pl.Int64,
     "accepted": pl.Int64, "emitted": pl.Int64, "token_acceptance_rate": pl.Float64, "tau": pl.Float64,
-    "token_acceptance_rate_lo": pl.Float64, "token_acceptance_rate_hi": pl.Float64,
+    "tokens_per_call": pl.Float64, "token_acceptance_rate_lo": pl.Float64, "token_acceptance_rate_hi": pl.Float64,
     "tau_lo": pl.Float64, "tau_hi": pl.Float64,
 }
 

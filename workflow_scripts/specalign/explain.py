@@ -14,22 +14,33 @@ import polars as pl
 UNSURE = math.log(0.2)  # the target token still had >= 20% of the draft's probability
 
 
-def reasons(scores: pl.DataFrame) -> pl.DataFrame:
-    """Add a `reason` to every mismatched position:
+def reachable_targets(translation: pl.DataFrame) -> list[int]:
+    """Target ids some draft token proposes (the first target id of each mapped draft token)."""
+    firsts = translation.filter(pl.col("target_ids").list.len() > 0)["target_ids"].list.first()
+    return sorted(set(firsts.to_list()))
+
+
+def reasons(scores: pl.DataFrame, reachable: list[int] | None = None) -> pl.DataFrame:
+    """Add a `reason` to every mismatched position (`reachable`: target ids the draft can propose;
+    without it a draft log-prob of -inf stands in, which under top-p also marks tokens outside
+    the draft's nucleus):
     unreachable      the draft cannot propose this target token at all (vocabulary gap);
     first_token      the answer's opening word (answer style, e.g. "In" vs "The");
     draft_unsure     the draft gave the target's token >= 20% but preferred another;
     draft_confident  the draft was sure of something else (it lacks the information)."""
+    unreachable = (~pl.col("target_token").is_in(reachable) if reachable is not None
+                   else pl.col("draft_logprob").is_infinite())
     return scores.filter(~pl.col("match")).with_columns(
-        pl.when(pl.col("draft_logprob").is_infinite()).then(pl.lit("unreachable"))
+        pl.when(unreachable).then(pl.lit("unreachable"))
         .when(pl.col("position") == 0).then(pl.lit("first_token"))
         .when(pl.col("draft_logprob") > UNSURE).then(pl.lit("draft_unsure"))
         .otherwise(pl.lit("draft_confident")).alias("reason"))
 
 
-def disagreement_table(scores: pl.DataFrame, target_text: dict[int, str], top: int = 50) -> pl.DataFrame:
+def disagreement_table(scores: pl.DataFrame, target_text: dict[int, str], top: int = 50,
+                       reachable: list[int] | None = None) -> pl.DataFrame:
     """The most frequent (target token, draft token) disagreements with their share of all mismatches."""
-    mism = reasons(scores)
+    mism = reasons(scores, reachable)
     n = max(1, mism.height)
     text = lambda col: pl.col(col).replace_strict(target_text, default="<unmapped>", return_dtype=pl.String)  # noqa: E731
     return (mism.group_by("target_token", "draft_token")
@@ -46,7 +57,7 @@ def by_position(scores: pl.DataFrame) -> pl.DataFrame:
             .sort("position"))
 
 
-def by_reason(scores: pl.DataFrame) -> pl.DataFrame:
-    mism = reasons(scores)
+def by_reason(scores: pl.DataFrame, reachable: list[int] | None = None) -> pl.DataFrame:
+    mism = reasons(scores, reachable)
     return (mism.group_by("reason").agg(pl.len().alias("count"))
             .with_columns((pl.col("count") / max(1, mism.height)).alias("share")).sort("count", descending=True))

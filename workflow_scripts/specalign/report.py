@@ -36,8 +36,8 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
                                    "leviathan_alpha_lo", "leviathan_alpha_hi", "positional_match_rate",
                                    "mapped_mass"]))
     out += ["", "### Per lookahead gamma", ""]
-    out.append(md_table(summary, ["dataset", "decoding", "gamma", "method", "token_acceptance_rate",
-                                  "token_acceptance_rate_lo", "token_acceptance_rate_hi", "tau",
+    out.append(md_table(summary, ["dataset", "draft", "target", "decoding", "gamma", "method",
+                                  "token_acceptance_rate", "token_acceptance_rate_lo", "token_acceptance_rate_hi", "tau",
                                   "iid_token_acceptance", "loop_token_acceptance_rate", "c",
                                   "expected_speedup_iid", "latency_speedup", "best_gamma"]))
     if loop.height:
@@ -45,14 +45,14 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
                 "For greedy decoding the loop's rounds must equal the replay's exactly and its output must be the",
                 "target's greedy output; `verify_flip_rate` counts rounds where the chunked verification's argmax",
                 "differed from step-by-step decoding (near-ties in low precision).", ""]
-        out.append(md_table(loop, ["dataset", "decoding", "gamma", "rounds_identical", "output_equals_target",
+        out.append(md_table(loop, ["dataset", "draft", "target", "decoding", "gamma", "rounds_identical", "output_equals_target",
                                    "loop_token_acceptance_rate", "replay_token_acceptance_rate",
                                    "verify_flip_rate", "measured_speedup"]))
     if cost.height:
         out += ["", "## Cost model", "",
                 "c = draft decode time / target decode time, measured in the generation stage. No gamma gives a",
                 "speedup when alpha <= c: two models of the same size (c ~ 1) cannot speed each other up.", ""]
-        out.append(md_table(cost, ["dataset", "decoding", "gamma", "alpha", "c", "tokens_per_call", "speedup_iid",
+        out.append(md_table(cost, ["dataset", "draft", "target", "decoding", "gamma", "alpha", "c", "tokens_per_call", "speedup_iid",
                                    "latency_speedup", "best_gamma", "draft_decode_ms", "target_decode_ms"]))
     out += ["", "## Vocabularies", ""]
     for pair, s in stats.items():

@@ -67,18 +67,23 @@ def greedy(decoding_cfg: dict) -> bool:
 def run_tables(run: Run, decoding_cfg: dict, gammas: list[int], n_boot: int):
     """(summary rows, per-position rows, cost rows, loop-vs-replay rows) for one run."""
     scores = pl.read_parquet(run.scores)
+    loops = {}  # gamma -> the loop's rounds over all shards
+    if run.rounds:
+        every = pl.read_parquet(run.rounds)
+        loops = {int(g): every.filter(pl.col("gamma") == g) for g in every["gamma"].unique().sort()}
+    # every gamma the loop ran at gets a replay row too, so the two can be compared
+    gammas = sorted(set(gammas) | set(loops))
     replay = acc.replay_summary(scores, gammas, n_boot=n_boot)
     pm = positional(run)
     d_pre, d_dec = timings(run.draft_tokens)
     t_pre, t_dec = timings(run.target_tokens)
     alpha = float(replay["leviathan_alpha"][0]) if replay.height else math.nan
-    cost = acc.cost_model(d_pre, d_dec, t_pre, t_dec, alpha, gammas,
-                          new_tokens=int(scores["max_new_tokens"].max() or 1)) if not math.isnan(alpha) else None
-
-    loops = {}  # gamma -> the loop's rounds over all shards
-    if run.rounds:
-        every = pl.read_parquet(run.rounds)
-        loops = {int(g): every.filter(pl.col("gamma") == g) for g in every["gamma"].unique().sort()}
+    # the answers' real mean length: a length budget of 128 would understate the prefill's share
+    mean_len = scores.group_by("sample_id").len()["len"].mean() if scores.height else None
+    measured = [d_pre, d_dec, t_pre, t_dec, alpha]
+    cost = None
+    if all(math.isfinite(x) for x in measured) and mean_len:
+        cost = acc.cost_model(d_pre, d_dec, t_pre, t_dec, alpha, gammas, new_tokens=max(1, round(mean_len)))
     loop_summ = {g: acc.rounds_summary(r, n_boot=n_boot).row(0, named=True) for g, r in loops.items()}
 
     is_greedy = greedy(decoding_cfg)
@@ -89,20 +94,20 @@ def run_tables(run: Run, decoding_cfg: dict, gammas: list[int], n_boot: int):
         if is_greedy:
             # exact: greedy speculative decoding replayed from the teacher-forced matches
             out.update({k: row[k] for k in ("n_samples", "rounds", "drafted", "accepted", "token_acceptance_rate",
-                                             "tau")})
+                                             "tau", "tokens_per_call")})
             out["method"] = "greedy_replay"
             ci = row
         elif g in loop_summ:
             ls = loop_summ[g]
             out.update({k: ls[k] for k in ("n_samples", "rounds", "drafted", "accepted", "token_acceptance_rate",
-                                            "tau")})
+                                            "tau", "tokens_per_call")})
             out["method"] = "loop"
             ci = ls
         else:
             # sampling without a loop run at this gamma: the i.i.d. prediction from alpha
             out.update({"n_samples": row["n_samples"], "rounds": None, "drafted": None, "accepted": None,
                         "token_acceptance_rate": acc.iid_token_acceptance(alpha, g),
-                        "tau": acc.expected_tokens_per_call(alpha, g)})
+                        "tau": acc.expected_tokens_per_call(alpha, g), "tokens_per_call": None})
             out["method"] = "iid_from_alpha"
             ci = {}
         out["leviathan_alpha"] = row["leviathan_alpha"]
@@ -136,12 +141,13 @@ def run_tables(run: Run, decoding_cfg: dict, gammas: list[int], n_boot: int):
 def loop_vs_replay(run: Run, scores: pl.DataFrame, rounds: pl.DataFrame, gamma: int, is_greedy: bool,
                    loop_summary: dict, replay: pl.DataFrame) -> dict:
     """Does the real loop do what the replay says? For greedy decoding it must, round for round."""
-    rep = replay.filter(pl.col("gamma") == gamma).row(0, named=True)
-    row = {**run.keys, "gamma": gamma, "loop_rounds": loop_summary["rounds"], "replay_rounds": rep["rounds"],
-           "loop_accepted": loop_summary["accepted"], "replay_accepted": rep["accepted"],
-           "loop_drafted": loop_summary["drafted"], "replay_drafted": rep["drafted"],
+    # the greedy replay along the target's stream is comparable with the loop only under greedy decoding
+    rep = replay.filter(pl.col("gamma") == gamma).row(0, named=True) if is_greedy else {}
+    row = {**run.keys, "gamma": gamma, "loop_rounds": loop_summary["rounds"], "replay_rounds": rep.get("rounds"),
+           "loop_accepted": loop_summary["accepted"], "replay_accepted": rep.get("accepted"),
+           "loop_drafted": loop_summary["drafted"], "replay_drafted": rep.get("drafted"),
            "loop_token_acceptance_rate": loop_summary["token_acceptance_rate"],
-           "replay_token_acceptance_rate": rep["token_acceptance_rate"]}
+           "replay_token_acceptance_rate": rep.get("token_acceptance_rate")}
     cols = ["sample_id", "round", "start", "drafted", "accepted", "emitted"]
     if is_greedy:
         replayed = acc.replay_rounds_table(scores, gamma).select(cols).sort("sample_id", "round")
@@ -155,7 +161,8 @@ def loop_vs_replay(run: Run, scores: pl.DataFrame, rounds: pl.DataFrame, gamma: 
     else:
         row["rounds_identical"] = None
         row["output_equals_target"] = None
-    row["verify_flip_rate"] = float(rounds["verify_flip"].mean())
+    # the step-by-step check runs for greedy decoding only (sampled acceptance has no argmax to flip)
+    row["verify_flip_rate"] = float(rounds["verify_flip"].mean()) if is_greedy else None
     per_sample = rounds.group_by("sample_id").agg(
         (pl.col("draft_ms").sum() + pl.col("verify_ms").sum()).alias("loop_ms"),
         pl.col("target_only_ms").first())

@@ -167,10 +167,10 @@ def _text(data: bytes, is_fallback: bool) -> str:
 
 
 def piece_entries(tok, tj: dict | None = None) -> list[PieceEntry]:
-    """One entry per id 0..len(tok)-1."""
+    """One entry per id 0..max id (a vocabulary with gaps gets empty entries for the missing ids)."""
     tj = tj if tj is not None else backend_json(tok)
     style = detect_style(tok, tj)
-    n = len(tok)
+    n = max(len(tok), max(tok.get_vocab().values(), default=-1) + 1)
     pieces = tok.convert_ids_to_tokens(list(range(n)))
     specials = special_ids(tok)
     added = {int(i): str(at) for i, at in tok.added_tokens_decoder.items()}
@@ -180,8 +180,9 @@ def piece_entries(tok, tj: dict | None = None) -> list[PieceEntry]:
     for i, piece in enumerate(pieces):
         piece = "" if piece is None else str(piece)
         is_special, is_added = i in specials, i in added
-        if not piece:
+        if not piece:  # an id with no piece (a gap in the vocabulary): one empty entry, keep ids aligned
             out.append(PieceEntry(i, "", None, "", is_special, is_added, False, False, is_added))
+            continue
         added_only = is_added and (base_pieces is None or piece not in base_pieces)
         if is_special:
             # Special tokens are not text; their string is what decode shows when they are not skipped.
