@@ -253,3 +253,15 @@ def ragged_map(n: int, ids: list[int], spare: tuple[int, ...] = (7, 8, 9)):
     t2d[a] = (spare[0], spare[1])
     t2d[b] = ()
     return TokenMap(d2t, t2d, kinds=["exact"] * n)
+
+
+def left_pad_rows(rows, pad):
+    """Left-padded ids, attention mask and position ids (cumsum - 1) for rows of token ids: the
+    layout the generation stage feeds a batch in."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.as_tensor(r)
+        mask[i, width - len(r):] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import left_pad_rows
 from PIL import Image
 
 torch.set_num_threads(1)
@@ -98,14 +99,6 @@ def _frames(seed=0, n=8, h=24, w=32):
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def _left_pad(rows, pad):
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.as_tensor(r)
-        mask[i, width - len(r):] = 1
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -179,7 +172,7 @@ def test_video_llava_cache_and_batch(vbackend):
     s2 = b.forward(ids[:, -1:], cache=cache)
     assert torch.allclose(s1[0, -1], full[0, -2], atol=1e-5) and torch.allclose(s2[0, -1], full[0, -1], atol=1e-5)
     # left-padded batch == one by one
-    bids, mask, pos = _left_pad([p.input_ids for p in pis], b.pad_token_id)
+    bids, mask, pos = left_pad_rows([p.input_ids for p in pis], b.pad_token_id)
     batch = b.forward(bids, attention_mask=mask, position_ids=pos, model_inputs={
         "pixel_values_videos": torch.cat([p.model_inputs["pixel_values_videos"] for p in pis])})
     for i, p in enumerate(pis):
@@ -251,7 +244,7 @@ def test_llava_cache_and_batch(lbackend):
     b.forward(ids[:, :-1], cache=cache, model_inputs=pis[1].model_inputs)
     step = b.forward(ids[:, -1:], cache=cache)
     assert torch.allclose(step[0, -1], full[0, -1], atol=1e-5)
-    bids, mask, pos = _left_pad([p.input_ids for p in pis], b.pad_token_id)
+    bids, mask, pos = left_pad_rows([p.input_ids for p in pis], b.pad_token_id)
     batch = b.forward(bids, attention_mask=mask, position_ids=pos, model_inputs={
         "pixel_values": torch.cat([p.model_inputs["pixel_values"] for p in pis])})
     for i, p in enumerate(pis):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import left_pad_rows
 from safetensors.torch import load_file, save_file
 
 torch.set_num_threads(1)
@@ -80,15 +81,6 @@ def backend(ckpt):
     return EventGPTBackend(ModelSpec(name="draft", family="eventgpt", path=str(ckpt[0])))
 
 
-def _left_pad(rows, pad):
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.as_tensor(r)
-        mask[i, width - len(r):] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids, mask, pos
 
 
 # --------------------------------------------------------------------------- checkpoint layout
@@ -272,7 +264,7 @@ def test_cache_prefill_then_decode(backend):
 def test_batched_left_padded_equals_unbatched(backend):
     pis = [backend.prepare_frames(f"s{i}", q, _frames(i)) for i, q in enumerate(QUESTIONS)]
     assert pis[0].input_ids.shape[0] != pis[1].input_ids.shape[0]
-    ids, mask, pos = _left_pad([p.input_ids for p in pis], backend.pad_token_id)
+    ids, mask, pos = left_pad_rows([p.input_ids for p in pis], backend.pad_token_id)
     batch = backend.forward(ids, attention_mask=mask, position_ids=pos,
                             model_inputs={"event_tensors": torch.cat([p.model_inputs["event_tensors"] for p in pis])})
     for i, p in enumerate(pis):
