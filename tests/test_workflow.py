@@ -152,16 +152,22 @@ def test_decoding_edit_reruns_only_that_preset(demo_run):
         write_config(demo_run, tiny_config())
 
 
+def planned_after_editing(run: Path, module: str) -> dict[str, int]:
+    """The dry run's job counts while package module `module` of the run's copy is edited."""
+    path = run / "workflow_scripts/specalign" / module
+    original = path.read_text()
+    path.write_text(original + "\n# edited\n")
+    try:
+        return planned_jobs(run)
+    finally:
+        path.write_text(original)
+
+
 def test_module_edit_reruns_the_stages_that_import_it(demo_run):
     """Imports are followed transitively (rules/common.smk `script_modules`)."""
-    module = demo_run / "workflow_scripts/specalign/scoring.py"
-    original = module.read_text()
-    module.write_text(original + "\n# edited\n")
-    try:
-        # scoring.py is imported by the score rule and, for its token-map helpers, by the loop
-        assert planned_jobs(demo_run) == {"score": 2, "speculative": 8, "acceptance": 1, "report": 1, "all": 1}
-    finally:
-        module.write_text(original)
+    # scoring.py is imported by the score rule and, for its token-map helpers, by the loop
+    assert planned_after_editing(demo_run, "scoring.py") == {"score": 2, "speculative": 8, "acceptance": 1,
+                                                             "report": 1, "all": 1}
 
 
 def test_added_pair_runs_only_its_jobs(demo_run):
@@ -179,10 +185,4 @@ def test_added_pair_runs_only_its_jobs(demo_run):
 
 
 def test_summary_module_edit_reruns_only_the_tables(demo_run):
-    module = demo_run / "workflow_scripts/specalign/summary.py"
-    original = module.read_text()
-    module.write_text(original + "\n# edited\n")
-    try:
-        assert planned_jobs(demo_run) == {"acceptance": 1, "report": 1, "all": 1}
-    finally:
-        module.write_text(original)
+    assert planned_after_editing(demo_run, "summary.py") == {"acceptance": 1, "report": 1, "all": 1}

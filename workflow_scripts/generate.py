@@ -17,8 +17,8 @@ log.info("%s / %s: shard %d of %d holds %d samples", spec.name, decoding.name, s
 
 backend = load_backend(spec)
 prompts, errors = prepare_samples(backend, samples, bool(sm.params.skip_bad), "generate")
-results = generate(backend, prompts, decoding, batch_size=spec.batch_size,
-                   progress=jobs.progress(log, ProgressLog(total=len(prompts))))
+# ProgressLog writes to stderr, which jobs.setup copies into the rule's log
+results = generate(backend, prompts, decoding, batch_size=spec.batch_size, progress=ProgressLog(total=len(prompts)))
 meta = jobs.provenance(sm, model=jobs.model_identity(spec.path), dtype=spec.dtype,
                        decoding=json.loads(sm.params.decoding), shard=f"{shard}/{shards}")
 write_parquet(table("errors", errors), sm.output.errors, "errors", meta)

@@ -1,12 +1,11 @@
 """Rule score: the draft teacher-forced along the target's streams (one pass per model per sample)."""
 import json
 
-import polars as pl
 from specalign import jobs
-from specalign.artifacts import table, write_parquet
+from specalign.artifacts import read_streams, table, write_parquet
 from specalign.dataset import samples_from_manifest
 from specalign.generation import Decoding, ProgressLog
-from specalign.models import ModelSpec, load_backend, prepare_samples
+from specalign.models import ModelSpec, load_backend, prepare_pairs
 from specalign.scoring import score_table
 from specalign.translation import TokenMap
 
@@ -18,20 +17,14 @@ target = load_backend(ModelSpec.from_config(target_name, json.loads(sm.params.ta
 decoding = Decoding.from_config(sm.params.decoding)
 token_map = TokenMap.from_table(sm.input.translation, draft.tokenizer, target.tokenizer)
 
-streams = (pl.read_parquet(list(sm.input.target_tokens)).sort("sample_id", "position")
-           .group_by("sample_id", maintain_order=True).agg(pl.col("token_id")))
-streams = dict(zip(streams["sample_id"], streams["token_id"].to_list()))
+streams = read_streams(sm.input.target_tokens)
 samples = [s for s in samples_from_manifest(sm.input.manifest, sm.params.root) if s.sample_id in streams]
-skip = bool(sm.params.skip_bad)
-dprompts, derr = prepare_samples(draft, samples, skip, "score")
-tprompts, terr = prepare_samples(target, samples, skip, "score")
-dmap = {p.sample_id: p for p in dprompts}
-items = [(dmap[tp.sample_id], tp, streams[tp.sample_id]) for tp in tprompts if tp.sample_id in dmap]
+pairs, errors = prepare_pairs(draft, target, samples, bool(sm.params.skip_bad), "score")
+items = [(dp, tp, streams[tp.sample_id]) for dp, tp in pairs]
 log.info("scoring %s along %s (%s): %d samples", draft_name, target_name, decoding.name, len(items))
-scores = score_table(draft, target, items, token_map, decoding,
-                     progress=jobs.progress(log, ProgressLog(total=len(items))))
+scores = score_table(draft, target, items, token_map, decoding, progress=ProgressLog(total=len(items)))
 meta = jobs.provenance(sm, draft=jobs.model_identity(json.loads(sm.params.draft)["path"]),
                        target=jobs.model_identity(json.loads(sm.params.target)["path"]),
                        decoding=json.loads(sm.params.decoding))
-write_parquet(table("errors", derr + terr), sm.output.errors, "errors", meta)
+write_parquet(table("errors", errors), sm.output.errors, "errors", meta)
 write_parquet(scores, sm.output.scores, "scores", meta)

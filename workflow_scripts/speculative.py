@@ -5,7 +5,7 @@ from specalign import jobs
 from specalign.artifacts import table, write_parquet
 from specalign.dataset import samples_from_manifest
 from specalign.generation import Decoding, ProgressLog
-from specalign.models import ModelSpec, load_backend, prepare_samples
+from specalign.models import ModelSpec, load_backend, prepare_pairs
 from specalign.speculative import run_speculative
 from specalign.translation import TokenMap
 
@@ -21,16 +21,11 @@ token_map = TokenMap.from_table(sm.input.translation, draft.tokenizer, target.to
 
 shard, shards = int(sm.wildcards.shard), int(sm.params.shards)
 samples = samples_from_manifest(sm.input.manifest, sm.params.root)[shard::shards]  # as in generation
-skip = bool(sm.params.skip_bad)
-dprompts, derr = prepare_samples(draft, samples, skip, "speculative")
-tprompts, terr = prepare_samples(target, samples, skip, "speculative")
-dmap = {p.sample_id: p for p in dprompts}
-pairs = [(dmap[tp.sample_id], tp) for tp in tprompts if tp.sample_id in dmap]
+pairs, errors = prepare_pairs(draft, target, samples, bool(sm.params.skip_bad), "speculative")
 log.info("speculative loop %s -> %s, %s, gamma %d: %d samples", draft_name, target_name, decoding.name, gamma,
          len(pairs))
-rounds = run_speculative(draft, target, pairs, token_map, gamma, decoding,
-                         progress=jobs.progress(log, ProgressLog(total=len(pairs))))
+rounds = run_speculative(draft, target, pairs, token_map, gamma, decoding, progress=ProgressLog(total=len(pairs)))
 meta = jobs.provenance(sm, draft=jobs.model_identity(dspec.path), target=jobs.model_identity(tspec.path),
                        decoding=json.loads(sm.params.decoding), gamma=gamma, shard=f"{shard}/{shards}")
-write_parquet(table("errors", derr + terr), sm.output.errors, "errors", meta)
+write_parquet(table("errors", errors), sm.output.errors, "errors", meta)
 write_parquet(rounds, sm.output.rounds, "rounds", meta)

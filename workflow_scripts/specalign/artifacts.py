@@ -147,6 +147,15 @@ def write_parquet(tbl: pa.Table, path: str | Path, name: str, metadata: dict[str
     _atomic(path, lambda tmp: pq.write_table(tbl, tmp))
 
 
+def read_streams(token_files: Iterable[str | Path]) -> dict[str, list[int]]:
+    """Token streams of "tokens" artifacts (all shards): sample_id -> token ids in position order."""
+    import polars as pl
+
+    g = (pl.read_parquet([str(f) for f in token_files]).sort("sample_id", "position")
+         .group_by("sample_id", maintain_order=True).agg(pl.col("token_id")))
+    return dict(zip(g["sample_id"].to_list(), g["token_id"].to_list()))
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     meta = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"specalign.")}

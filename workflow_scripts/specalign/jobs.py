@@ -106,8 +106,3 @@ def provenance(snakemake, **extra: Any) -> dict[str, Any]:
         meta["config_fingerprint"] = {str(f): json.loads(Path(f).read_text()) for f in fps}
     meta.update(extra)
     return meta
-
-
-def progress(logger: logging.Logger, bar):
-    """A `progress(done, total)` callable writing `bar.line(...)` (progress + ETA) to the rule's log."""
-    return lambda done, total=None: logger.info(bar.line(done, total))

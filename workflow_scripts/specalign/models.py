@@ -140,3 +140,12 @@ def prepare_samples(backend: Backend, samples, skip_bad: bool, stage: str):
                 raise SampleError(s.sample_id, file, f"{backend.name}: {exc}") from exc
             errors.append({"sample_id": s.sample_id, "stage": stage, "file": file, "error": f"{backend.name}: {exc}"})
     return prompts, errors
+
+
+def prepare_pairs(draft: Backend, target: Backend, samples, skip_bad: bool, stage: str):
+    """Each sample prepared for both models, with its own inputs and prompt: ([(draft prompt,
+    target prompt)], error rows). A sample either model cannot take is in the errors, not the pairs."""
+    dprompts, derr = prepare_samples(draft, samples, skip_bad, stage)
+    tprompts, terr = prepare_samples(target, samples, skip_bad, stage)
+    dmap = {p.sample_id: p for p in dprompts}
+    return [(dmap[tp.sample_id], tp) for tp in tprompts if tp.sample_id in dmap], derr + terr

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from . import acceptance as acc
+from .artifacts import read_streams
 
 
 @dataclass
@@ -39,12 +40,6 @@ def draft_to_target(translation_path: str) -> dict[int, list[int]]:
     return dict(zip(t["draft_id"].to_list(), t["target_ids"].to_list()))
 
 
-def streams(token_files: list[str]) -> dict[str, list[int]]:
-    df = pl.read_parquet(token_files).sort("sample_id", "position")
-    g = df.group_by("sample_id", maintain_order=True).agg(pl.col("token_id"))
-    return dict(zip(g["sample_id"].to_list(), g["token_id"].to_list()))
-
-
 def timings(token_files: list[str]) -> tuple[float, float]:
     """(mean prefill ms per sample, mean decode ms per token after the first)."""
     df = pl.read_parquet(token_files, columns=["sample_id", "position", "prefill_ms", "decode_ms"])
@@ -53,11 +48,12 @@ def timings(token_files: list[str]) -> tuple[float, float]:
     return float(prefill or math.nan), float(decode if decode is not None else math.nan)
 
 
-def positional(run: Run) -> acc.PositionalMatch:
+def positional(run: Run, targets: dict[str, list[int]]) -> acc.PositionalMatch:
     """The seed's measure: free-running draft output (mapped to target ids) vs target output."""
     d2t = draft_to_target(run.translation)
-    drafts = {sid: [t for d in ids for t in d2t.get(d, [-1]) or [-1]] for sid, ids in streams(run.draft_tokens).items()}
-    return acc.positional_match_rate(drafts, streams(run.target_tokens))
+    drafts = {sid: [t for d in ids for t in d2t.get(d, [-1]) or [-1]]
+              for sid, ids in read_streams(run.draft_tokens).items()}
+    return acc.positional_match_rate(drafts, targets)
 
 
 def greedy(decoding_cfg: dict) -> bool:
@@ -74,7 +70,8 @@ def run_tables(run: Run, decoding_cfg: dict, gammas: list[int], n_boot: int):
     # every gamma the loop ran at gets a replay row too, so the two can be compared
     gammas = sorted(set(gammas) | set(loops))
     replay = acc.replay_summary(scores, gammas, n_boot=n_boot)
-    pm = positional(run)
+    targets = read_streams(run.target_tokens)  # read once: the positional match and the loop check use it
+    pm = positional(run, targets)
     d_pre, d_dec = timings(run.draft_tokens)
     t_pre, t_dec = timings(run.target_tokens)
     alpha = float(replay["leviathan_alpha"][0]) if replay.height else math.nan
@@ -132,14 +129,14 @@ def run_tables(run: Run, decoding_cfg: dict, gammas: list[int], n_boot: int):
                             "unconditional": src.get(f"pos{i}_uncond"), "conditional": src.get(f"pos{i}_cond")})
 
     for g, r in sorted(loops.items()):
-        loop_rows.append(loop_vs_replay(run, scores, r, g, is_greedy, loop_summ[g], replay))
+        loop_rows.append(loop_vs_replay(run, scores, r, g, is_greedy, loop_summ[g], replay, targets))
     cost_rows = [{**run.keys, **c, "draft_prefill_ms": d_pre, "draft_decode_ms": d_dec, "target_prefill_ms": t_pre,
                   "target_decode_ms": t_dec} for c in (cost.iter_rows(named=True) if cost is not None else [])]
     return summary, per_pos, cost_rows, loop_rows
 
 
 def loop_vs_replay(run: Run, scores: pl.DataFrame, rounds: pl.DataFrame, gamma: int, is_greedy: bool,
-                   loop_summary: dict, replay: pl.DataFrame) -> dict:
+                   loop_summary: dict, replay: pl.DataFrame, targets: dict[str, list[int]]) -> dict:
     """Does the real loop do what the replay says? For greedy decoding it must, round for round."""
     # the greedy replay along the target's stream is comparable with the loop only under greedy decoding
     rep = replay.filter(pl.col("gamma") == gamma).row(0, named=True) if is_greedy else {}
@@ -156,8 +153,7 @@ def loop_vs_replay(run: Run, scores: pl.DataFrame, rounds: pl.DataFrame, gamma: 
         # greedy speculative output must be the target's greedy output
         out = rounds.sort("sample_id", "round").group_by("sample_id", maintain_order=True).agg(
             pl.col("tokens").list.explode())
-        tgt = streams(run.target_tokens)
-        row["output_equals_target"] = all(tgt.get(s) == list(t) for s, t in zip(out["sample_id"], out["tokens"]))
+        row["output_equals_target"] = all(targets.get(s) == list(t) for s, t in zip(out["sample_id"], out["tokens"]))
     else:
         row["rounds_identical"] = None
         row["output_equals_target"] = None
