@@ -17,6 +17,11 @@ if not workflow.overwrite_configfiles:
 validate(config, "schemas/config.schema.yaml")
 
 
+# `snakemake --report report.zip`: the workflow's description; the plots and the HTML page are
+# the report_html rule's report() outputs, with their captions under report/.
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/tokens.smk"
@@ -24,9 +29,10 @@ include: "rules/models.smk"
 include: "rules/generate.smk"
 include: "rules/acceptance.smk"
 include: "rules/report.smk"
+include: "rules/report_html.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True

@@ -168,7 +168,7 @@ def set_noise(draft, target, sigma: float, seed: int) -> None:
 
 
 def make_backend(name: str, model):
-    from specalign.models import Backend
+    from specalign.backends import Backend
 
     class MemoryBackend(Backend):
         """specalign's Backend around an in-memory model: no tokenizer, EOS disabled (-1)."""
@@ -188,7 +188,7 @@ def make_backend(name: str, model):
 
 
 def random_prompts(n: int, length: int, vocab: int, seed: int, prefix: str = "p"):
-    from specalign.models import PromptInputs
+    from specalign.backends import PromptInputs
 
     g = torch.Generator().manual_seed(seed)
     return [PromptInputs(f"{prefix}{i}", torch.randint(FIRST_ID, vocab, (length,), generator=g))
@@ -277,7 +277,8 @@ def leviathan_speedup(alpha: float, gamma: int, c: float) -> float:
 
 # ------------------------------------------------------------------------------------------ sections
 def section_cost(backends: dict, prompts, args, budget: Budget, device) -> dict:
-    from specalign.generation import Decoding, generate
+    from specalign.generation import generate
+    from specalign.specs import Decoding
 
     out = {}
     vocab = next(iter(backends.values())).text_vocab_size
@@ -313,7 +314,8 @@ def section_cost(backends: dict, prompts, args, budget: Budget, device) -> dict:
 
 
 def section_reference(target, prompts, args, budget: Budget, per_token_s: float) -> dict:
-    from specalign.generation import Decoding, generate
+    from specalign.generation import generate
+    from specalign.specs import Decoding
 
     dec = Decoding(name="greedy", do_sample=False, max_new_tokens=args.new_tokens)
     ref = {}
@@ -340,7 +342,7 @@ def section_loop(drafts: dict, target, prompts, ref: dict, token_map, args, budg
                  cost: dict, results: dict, save) -> dict:
     """Fills `results` (draft -> numbers) in place and calls `save()` after every gamma, so a run
     killed by its timeout still leaves what it measured."""
-    from specalign.generation import Decoding
+    from specalign.specs import Decoding
     from specalign.speculative import speculative_decode
 
     dec = Decoding(name="greedy", do_sample=False, max_new_tokens=args.new_tokens)
@@ -495,7 +497,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     tf_version = check_transformers()
-    from specalign.models import torch_dtype
+    from specalign.backends import torch_dtype
     from specalign.translation import TokenMap
 
     device = torch.device(args.device)
@@ -556,7 +558,7 @@ def main(argv=None) -> int:
     done("reference")
 
     # noisy draft: lower the noise until its greedy match rate is >= 0.6 (a high-acceptance draft)
-    from specalign.generation import Decoding
+    from specalign.specs import Decoding
 
     dec = Decoding(name="greedy", do_sample=False, max_new_tokens=args.new_tokens)
     calib = [p for p in prompts[:2] if p.sample_id in ref]

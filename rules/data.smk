@@ -3,14 +3,14 @@
 
 rule demo_data:
     input:
-        fingerprint=f"{FP}/demo_data/{{dataset}}.json",
+        fingerprint=fingerprint("demo_data"),
         code=script_modules("demo_data.py"),
     output:
         directory("results/demo_data/{dataset}"),
-    params:
-        spec=lambda w: canonical(config["datasets"][w.dataset]["demo"]),
     log:
         "logs/demo_data/{dataset}.log",
+    params:
+        job=job_spec("demo_data"),
     script:
         "../workflow_scripts/demo_data.py"
 
@@ -18,18 +18,30 @@ rule demo_data:
 rule manifest:
     input:
         data=lambda w: dataset_inputs(w.dataset),
-        fingerprint=f"{FP}/manifest/{{dataset}}.json",
+        fingerprint=fingerprint("manifest"),
         code=script_modules("manifest.py"),
     output:
         manifest="results/data/{dataset}/manifest.parquet",
         errors="results/data/{dataset}/errors.parquet",
-    params:
-        root=lambda w: dataset_root(config, w.dataset),
-        instructions=lambda w: config["datasets"][w.dataset]["instructions"],
-        split=lambda w: config["datasets"][w.dataset]["split"],
-        questions=config["questions"],
-        skip_bad=config["skip_bad_samples"],
     log:
         "logs/manifest/{dataset}.log",
+    params:
+        job=job_spec("manifest"),
     script:
         "../workflow_scripts/manifest.py"
+
+
+rule build_clips:
+    input:
+        raw=raw_inputs,
+        fingerprint=fingerprint("build_clips"),
+        code=script_modules("build_clips.py"),
+    output:
+        clips=directory("results/clips/{dataset}"),
+        errors="results/clips/{dataset}.errors.parquet",
+    log:
+        "logs/build_clips/{dataset}.log",
+    params:
+        job=job_spec("build_clips"),
+    script:
+        "../workflow_scripts/build_clips.py"

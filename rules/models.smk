@@ -3,21 +3,34 @@
 
 rule demo_model:
     input:
-        data=lambda w: dataset_inputs(config["demo_training"]["dataset"]),
+        data=demo_training_inputs,
         tokenizer=lambda w: tokenizer_inputs(w.model),
-        fingerprint=f"{FP}/demo_model/{{model}}.json",
+        fingerprint=fingerprint("demo_model"),
         code=script_modules("demo_model.py"),
     output:
         directory("results/demo_models/{model}"),
-    params:
-        role=lambda w: config["models"][w.model]["demo"],
-        tokenizer=lambda w: tokenizer_path(config, w.model),
-        root=lambda w: dataset_root(config, config["demo_training"]["dataset"]),
-        instructions=lambda w: config["datasets"][config["demo_training"]["dataset"]]["instructions"],
-        questions=config["questions"],
-        training=canonical(config["demo_training"]),
-    threads: 1
     log:
         "logs/demo_model/{model}.log",
+    threads: 1
+    params:
+        job=job_spec("demo_model"),
     script:
         "../workflow_scripts/demo_model.py"
+
+
+rule distill:
+    input:
+        unpack(distill_inputs),
+        fingerprint=fingerprint("distill"),
+        code=script_modules("distill.py"),
+    output:
+        directory("results/distilled/{model}"),
+    log:
+        "logs/distill/{model}.log",
+    threads: 1
+    resources:
+        gpu=lambda w: gpu_of(w.model, *distill_models(w.model)),
+    params:
+        job=job_spec("distill"),
+    script:
+        "../workflow_scripts/distill.py"

@@ -8,18 +8,25 @@ rule report:
         per_position="results/acceptance/per_position.csv",
         cost="results/acceptance/cost_model.csv",
         loop="results/acceptance/loop_vs_replay.csv",
-        scores=expand("results/score/{dataset}/{pair}/{decoding}.parquet",
-                      dataset=DATASETS, pair=PAIRS, decoding=DECODINGS),
+        distillation="results/acceptance/distillation.csv",
+        scores=expand(
+            "results/score/{dataset}/{pair}/{decoding}.parquet",
+            dataset=DATASETS,
+            pair=PAIRS,
+            decoding=DECODINGS,
+        ),
         stats=expand("results/translation/{pair}.stats.json", pair=PAIRS),
         translation=expand("results/translation/{pair}.parquet", pair=PAIRS),
         vocab=expand("results/vocab/{model}.parquet", model=MODELS),
+        clips=clip_datasets(),
+        fingerprint=fingerprint("report"),
         code=script_modules("report.py"),
     output:
         report="results/report.md",
         disagreements="results/explain/disagreements.csv",
-    params:
-        runs=acceptance_runs,
     log:
         "logs/report/report.log",
+    params:
+        job=job_spec("report"),
     script:
         "../workflow_scripts/report.py"

@@ -95,7 +95,7 @@ def build_tiny_llama(path: Path, n_words: int = 58, hidden: int = 48, layers: in
 
 def load_lm(path, name: str | None = None, **spec):
     from specalign.backends.causal_lm import CausalLMBackend
-    from specalign.models import ModelSpec
+    from specalign.specs import ModelSpec
 
     return CausalLMBackend(ModelSpec(name=name or Path(path).name, family="causal_lm", path=str(path), **spec))
 
@@ -228,7 +228,7 @@ def permuted_draft(tiny_target_dir, tiny_target, tmp_path_factory):
 
 def to_draft_prompt(prompt, token_map):
     """The same prompt in draft ids (through t2d), as a new PromptInputs."""
-    from specalign.models import PromptInputs
+    from specalign.backends import PromptInputs
 
     ids = [d for t in prompt.input_ids.tolist() for d in token_map.t2d(t)]
     return PromptInputs(prompt.sample_id, torch.tensor(ids, dtype=torch.long), dict(prompt.model_inputs),

@@ -18,7 +18,9 @@ from specalign.acceptance import (
     Round,
     best_gamma,
     bootstrap_ci,
+    bootstrap_ratio_of_means_ci,
     cost_model,
+    drafted_in_answer,
     expected_speedup,
     expected_tokens_per_call,
     iid_token_acceptance,
@@ -273,6 +275,127 @@ def test_per_position_hand_replay():
     np.testing.assert_allclose(cond, [2 / 3, 1, 1 / 2])
 
 
+# Three streams ending on EOS well inside a budget of 20, gamma 6: the draft always proposes 6.
+# Proposal i of a round starting at s predicts position s + i - 1; past the answer when >= N.
+EOS_STREAMS = {
+    "x": [1, 1, 1, 1],           # N 4: s=0: g 6, a = min(6, 4, 4) = 4, s+a == N -> e 4.
+                                 #      proposals 5, 6 predict positions 4, 5 >= 4: 2 post-EOS.
+    "y": [1, 1, 0, 1, 1, 1],     # N 6: s=0: g 6, a 2, e 3 (positions 0..5 all < 6: 0 post-EOS)
+                                 #      s=3: g 6, a = min(6, 3, 3) = 3, e 3; 3 + 6 - 6 = 3 post-EOS.
+    "z": [0, 1, 0],              # N 3: s=0: g 6, a 0, e 1; proposals 4..6 (positions 3..5): 3 post-EOS
+                                 #      (proposal 3 predicts the EOS at position 2: inside, rejected).
+                                 #      s=1: g 6, a = min(6, 1, 2) = 1, e 2 (the target emits the EOS);
+                                 #      proposals 3..6 predict positions 3..6: 4 post-EOS.
+}
+# rounds (start, drafted, accepted, emitted) and, per round, the proposals inside the answer
+# min(g, N - s): x 4 | y 6, 3 | z 3, 2.
+EOS_ROUNDS = {"x": R((0, 6, 4, 4)), "y": R((0, 6, 2, 3), (3, 6, 3, 3)), "z": R((0, 6, 0, 1), (1, 6, 1, 2))}
+
+
+def test_replay_eos_streams_hand():
+    for sid, m in EOS_STREAMS.items():
+        assert replay_rounds(m, 6, 20) == EOS_ROUNDS[sid]
+    assert drafted_in_answer([0], [6], 4).tolist() == [4]
+    assert drafted_in_answer([0, 3], [6, 6], 6).tolist() == [6, 3]
+    assert drafted_in_answer([0, 1], [6, 6], 3).tolist() == [3, 2]
+    # a round that starts at or after N (cannot happen in a replay) has nothing inside
+    assert drafted_in_answer([5], [4], 5).tolist() == [0]
+
+
+def test_per_position_excludes_proposals_past_the_end():
+    # z alone (N = 3 = its emitted total): (offered up to, accepted) = (3, 0) (2, 1).
+    # i=1: reached 1 / offered 2 -> 1/2; cond 1/2.
+    # i=2: reached 0 / offered 2 -> 0; cond: offered & a >= 1: the second round -> 0/1 = 0.
+    # i=3: reached 0 / offered 1 (the first round's proposal 3, the EOS) -> 0; cond: a >= 2: none -> NaN.
+    # i=4..6: no round offers them (they predict positions >= 3) -> NaN. Counting the post-EOS
+    # proposals as rejections would give 0 there instead: an artefact of where the answer ends.
+    uncond, cond = per_position(EOS_ROUNDS["z"], 6)
+    np.testing.assert_allclose(uncond[:3], [1 / 2, 0, 0])
+    np.testing.assert_allclose(cond[:2], [1 / 2, 0])
+    assert np.isnan(cond[2:]).all() and np.isnan(uncond[3:]).all()
+    # the stream length given explicitly gives the same; a longer stream offers more
+    for u, v in zip(per_position(EOS_ROUNDS["z"], 6, stream_length=3), (uncond, cond)):
+        np.testing.assert_array_equal(u, v)
+    u_long, _ = per_position(EOS_ROUNDS["z"], 6, stream_length=100)
+    np.testing.assert_allclose(u_long, [1 / 2, 0, 0, 0, 0, 0])
+
+
+def test_replay_summary_post_eos_hand():
+    # EOS_STREAMS at gamma 6 (rounds above): 5 rounds, drafted 30, accepted 4+2+3+0+1 = 10,
+    # emitted 4+6+3 = 13; post-EOS 2 + 0 + 3 + 3 + 4 = 12, inside the answer 30 - 12 = 18.
+    # token_acceptance_rate (vLLM, all proposals) = 10/30; in the answer 10/18 = 5/9.
+    # tau = (10 + 5)/5 = 3; tokens per call 13/5.
+    # Per position over (offered up to, accepted): x (4,4) | y (6,2) (3,3) | z (3,0) (2,1):
+    #   i=1: reached 4 / offered 5 = 4/5;  cond: offered & a>=0: 5 -> 4/5
+    #   i=2: reached (a>=2) x y1 y2 = 3 / offered 5 = 3/5;  cond: a>=1: x y1 y2 z2 = 4 -> 3/4
+    #   i=3: reached x y2 = 2 / offered (>=3) x y1 y2 z1 = 4 -> 1/2;  cond: a>=2: x y1 y2 = 3 -> 2/3
+    #   i=4: reached x = 1 / offered x y1 = 2 -> 1/2;  cond: a>=3: x -> 1/1 = 1
+    #        (counting post-EOS proposals: d>=4 for all 5 rounds -> 1/5, cond d>=4 & a>=3: x, y2 -> 1/2:
+    #         y2 accepted the EOS and its proposal 4 lies after it)
+    #   i=5: reached 0 / offered y1 = 1 -> 0;  cond: a>=4 among y1: none -> NaN (x's 5th is post-EOS)
+    #   i=6: reached 0 / offered y1 -> 0;      cond: NaN
+    sc = scores_frame({sid: (m, 20) for sid, m in EOS_STREAMS.items()})
+    row = replay_summary(sc, [6], n_boot=200).row(0, named=True)
+    assert (row["rounds"], row["drafted"], row["accepted"], row["emitted"]) == (5, 30, 10, 13)
+    assert row["post_eos_drafted"] == 12
+    assert row["token_acceptance_rate"] == pytest.approx(1 / 3)
+    assert row["token_acceptance_rate_in_answer"] == pytest.approx(5 / 9)
+    assert row["tau"] == 3.0 and row["tokens_per_call"] == pytest.approx(2.6)
+    assert row["token_acceptance_rate_in_answer_lo"] <= 5 / 9 <= row["token_acceptance_rate_in_answer_hi"]
+    assert [row[f"pos{i}_uncond"] for i in range(1, 7)] == pytest.approx([4 / 5, 3 / 5, 1 / 2, 1 / 2, 0, 0])
+    assert [row[f"pos{i}_cond"] for i in range(1, 5)] == pytest.approx([4 / 5, 3 / 4, 2 / 3, 1])
+    assert math.isnan(row["pos5_cond"]) and math.isnan(row["pos6_cond"])
+
+
+def test_replay_summary_in_answer_ci_resamples_samples():
+    # Two samples, each one round at gamma 4 (budget 10): "p" = [1, 1] (a 2, e 2; 2 post-EOS, in 2),
+    # "q" = [0, 0] (a 0, e 1, then s=1: a 0, e 1; in min(4, 2) = 2 and min(4, 1) = 1).
+    # in answer: accepted (2, 0) over (2, 3): pooled 2/5; resamples {p,p} 1, {p,q} 2/5, {q,q} 0
+    # with probabilities 1/4, 1/2, 1/4 -> the 95% interval is [0, 1]. All proposals: (2, 0) over
+    # (4, 8) -> [0, 1/2].
+    sc = scores_frame({"p": ([1, 1], 10), "q": ([0, 0], 10)})
+    row = replay_summary(sc, [4], n_boot=1000).row(0, named=True)
+    assert row["token_acceptance_rate_in_answer"] == pytest.approx(2 / 5)
+    assert (row["token_acceptance_rate_in_answer_lo"], row["token_acceptance_rate_in_answer_hi"]) == (0.0, 1.0)
+    assert (row["token_acceptance_rate_lo"], row["token_acceptance_rate_hi"]) == (0.0, 0.5)
+    assert row["post_eos_drafted"] == 2 + 2 + 3
+
+
+def test_post_eos_brute_force_random():
+    # Count proposal by proposal (i = 1..g predicts position s + i - 1; past the end when >= N) and
+    # compare with the summary's post_eos_drafted and per-position rates, for budgets far above N.
+    rng = np.random.default_rng(2024)
+    streams = {f"s{k:02d}": ((rng.random(n) < 0.7).astype(int).tolist(), n + int(rng.integers(0, 12)))
+               for k, n in enumerate(rng.integers(1, 25, size=15))}
+    sc = scores_frame(streams)
+    for gamma in (1, 3, 8):
+        post = 0
+        reached = np.zeros(gamma + 1)
+        offered = np.zeros(gamma + 1)
+        offered_cond = np.zeros(gamma + 1)
+        for m, budget in streams.values():
+            n = len(m)
+            for r in replay_rounds(m, gamma, budget):
+                for i in range(1, r.drafted + 1):
+                    if r.start + i - 1 >= n:
+                        post += 1
+                        assert r.accepted < i           # a proposal past the end is never accepted
+                        continue
+                    offered[i] += 1
+                    reached[i] += r.accepted >= i
+                    offered_cond[i] += r.accepted >= i - 1
+        row = replay_summary(sc, [gamma], n_boot=10).row(0, named=True)
+        assert row["post_eos_drafted"] == post
+        assert row["token_acceptance_rate_in_answer"] == pytest.approx(row["accepted"] / (row["drafted"] - post))
+        for i in range(1, gamma + 1):
+            want_u = reached[i] / offered[i] if offered[i] else math.nan
+            want_c = reached[i] / offered_cond[i] if offered_cond[i] else math.nan
+            assert row[f"pos{i}_uncond"] == pytest.approx(want_u, nan_ok=True)
+            assert row[f"pos{i}_cond"] == pytest.approx(want_c, nan_ok=True)
+        if gamma == 8:
+            assert post > 0  # the random budgets do leave room past the answers
+
+
 # ------------------------------------------------------------------------------------------------
 # bootstrap
 # ------------------------------------------------------------------------------------------------
@@ -306,6 +429,27 @@ def test_bootstrap_resamples_samples_not_rounds():
     # 95% interval is [0, 1]. Resampling the 20 rounds would give roughly 0.5 +- 0.22.
     lo, hi = bootstrap_ci([10, 0], [10, 10], n_boot=1000, seed=0)
     assert (lo, hi) == (0.0, 1.0)
+
+
+def test_bootstrap_ratio_of_means_hand():
+    # c-style: per sample (ms summed over tokens, tokens) for two models. Sample 1: 2 ms / 1 token
+    # vs 4 ms / 1 token; sample 2: 6 / 1 vs 4 / 1. Resamples {1,1}: 2/4 = 0.5, {1,2}: (8/2)/(8/2) = 1,
+    # {2,2}: 6/4 = 1.5 with probabilities 1/4, 1/2, 1/4 -> 95% interval [0.5, 1.5].
+    assert bootstrap_ratio_of_means_ci([2, 6], [1, 1], [4, 4], [1, 1], n_boot=1000, seed=0) == (0.5, 1.5)
+    # Ratio of pooled means, not mean of per-sample ratios: one sample -> that sample's ratio.
+    # (10 ms / 4 tokens) / (9 ms / 3 tokens) = 2.5 / 3.
+    lo, hi = bootstrap_ratio_of_means_ci([10], [4], [9], [3])
+    assert lo == hi == pytest.approx(2.5 / 3)
+    # The same resamples as bootstrap_ci for the same seed: with a second mean of 1 it IS bootstrap_ci.
+    rng = np.random.default_rng(5)
+    num, den = rng.integers(0, 9, 30).astype(float), rng.integers(1, 9, 30).astype(float)
+    ones = np.ones(30)
+    assert bootstrap_ratio_of_means_ci(num, den, ones, ones, n_boot=400, seed=3) == bootstrap_ci(num, den, 400, 3)
+    # Undefined: no sample, or no resample with tokens in both.
+    assert all(math.isnan(x) for x in bootstrap_ratio_of_means_ci([], [], [], []))
+    assert all(math.isnan(x) for x in bootstrap_ratio_of_means_ci([1, 2], [1, 1], [0, 0], [0, 0]))
+    with pytest.raises(ValueError):
+        bootstrap_ratio_of_means_ci([1, 2], [1, 1], [1], [1])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -401,6 +545,36 @@ def test_rounds_summary_rejects_broken_rounds():
         rounds_summary(bad)
 
 
+def test_rounds_summary_rejects_wrong_start():
+    # N - start decides which proposals lie past the end: a start that is not the tokens emitted
+    # before the round must fail, not move them. Second round: emitted 3 before it, start says 2.
+    bad = pl.DataFrame({"sample_id": ["a", "a"], "gamma": [2, 2], "round": [0, 1], "start": [0, 2],
+                        "drafted": [2, 2], "accepted": [2, 0], "emitted": [3, 1]})
+    with pytest.raises(ValueError, match="start"):
+        rounds_summary(bad)
+
+
+def test_replay_and_rounds_summary_agree_past_eos():
+    # As test_replay_and_rounds_summary_agree, with budgets far above the answers so rounds draft
+    # past the EOS: the loop's stream length (its emitted total) gives the replay's N exactly.
+    rng = np.random.default_rng(7)
+    streams = {f"s{k:02d}": ((rng.random(n) < 0.7).astype(int).tolist(), n + 20)
+               for k, n in enumerate(rng.integers(1, 20, size=10))}
+    streams.update({sid: (m, 20) for sid, m in EOS_STREAMS.items()})
+    sc = scores_frame(streams)
+    gammas = [1, 4, 6]
+    rep = replay_summary(sc, gammas, n_boot=200)
+    loop = pl.concat([replay_rounds_table(sc, g) for g in gammas]).sample(fraction=1.0, shuffle=True, seed=1)
+    real = rounds_summary(loop, n_boot=200)
+    assert {"post_eos_drafted", "token_acceptance_rate_in_answer", "token_acceptance_rate_in_answer_lo",
+            "token_acceptance_rate_in_answer_hi"} <= set(real.columns)
+    assert rep.select(real.columns).equals(real)
+    # gamma 1: the one proposal predicts position s < N, never past the end; larger gammas do
+    assert real["post_eos_drafted"][0] == 0 and (real["post_eos_drafted"][1:] > 0).all()
+    for row in real.iter_rows(named=True):
+        assert row["token_acceptance_rate"] <= row["token_acceptance_rate_in_answer"] <= 1
+
+
 # ------------------------------------------------------------------------------------------------
 # positional match (the seed's measure)
 # ------------------------------------------------------------------------------------------------
@@ -451,3 +625,31 @@ def test_cost_model_limits():
     out = cost_model(200, 25, 200, 25, 0.9, [1, 2, 4], new_tokens=64)
     assert (out["best_gamma"] == 0).all()
     assert (out["latency_speedup"] < 1).all()
+
+
+def test_cost_model_c_interval_hand():
+    # alpha 0.8, Dd 1, Td 20 -> c 0.05 -> best 8 (test_best_gamma). Interval (0.02, 0.3):
+    # at c_hi 0.3 the speedups are 1.385, 1.525, 1.554 (gamma 3: 2.952/1.9), 1.528 -> best_gamma_lo 3;
+    # at c_lo 0.02: gamma 10: 4.5705/1.2 = 3.8088, 11: 4.6564/1.22 = 3.8167, 12: 4.7251/1.24 = 3.8106
+    # -> best_gamma_hi 11. Timing noise of that size moves the answer from 3 to 11.
+    out = cost_model(10, 1, 100, 20, 0.8, [1, 4], new_tokens=10, c_interval=(0.02, 0.3))
+    for row in out.iter_rows(named=True):
+        assert row["c"] == pytest.approx(0.05) and (row["c_lo"], row["c_hi"]) == (0.02, 0.3)
+        assert (row["best_gamma_lo"], row["best_gamma"], row["best_gamma_hi"]) == (3, 8, 11)
+    # No interval: the columns exist, empty.
+    row = cost_model(10, 1, 100, 20, 0.8, [1], new_tokens=10).row(0, named=True)
+    assert math.isnan(row["c_lo"]) and math.isnan(row["c_hi"])
+    assert row["best_gamma_lo"] is None and row["best_gamma_hi"] is None
+    # Upper c above alpha: no gamma helps there -> 0.
+    row = cost_model(10, 1, 100, 20, 0.8, [1], new_tokens=10, c_interval=(0.01, 0.9)).row(0, named=True)
+    assert row["best_gamma_lo"] == 0
+    with pytest.raises(ValueError):
+        cost_model(10, 1, 100, 20, 0.8, [1], c_interval=(0.3, 0.02))
+
+
+def test_best_gamma_does_not_increase_with_c():
+    # Why best_gamma_lo (at c_hi) <= best_gamma <= best_gamma_hi (at c_lo) whenever c_lo <= c <= c_hi.
+    cs = np.linspace(0, 1.2, 61)
+    for a in np.linspace(0, 1, 21):
+        bests = [best_gamma(a, c) for c in cs]
+        assert all(x >= y for x, y in zip(bests, bests[1:])), (a, bests)

@@ -178,12 +178,12 @@ def test_instruction_errors(tmp_path):
         dataset.samples_from_instructions(tmp_path, tmp_path / "dup.json", ["q"], None)
 
 
-def _write_clip(root, seq, clip, events=None, mp4=True, pngs=2, images=True):
+def _write_clip(root, seq, clip, events=None, mp4=True, pngs=2, images=True, n_frames=3):
     name = f"{clip:06d}"
     if events is not None:
         (root / "event_npy" / seq).mkdir(parents=True, exist_ok=True)
         np.save(root / "event_npy" / seq / f"{name}.npy", events, allow_pickle=True)
-    frames = np.full((3, 8, 8, 3), 100, np.uint8)
+    frames = np.full((n_frames, 8, 8, 3), 100, np.uint8)
     if mp4:
         video.write_mp4(frames, root / "mp4" / seq / f"{name}.mp4")
     if pngs is not None:
@@ -232,8 +232,10 @@ def test_build_manifest_good_and_bad(small_root):
         "event_image_paths": [f"event_image/s/000000_{k}.png" for k in range(5)],
         "duration_ms": 5.0,          # t spans 5 * 1000 us
         "num_events": 6, "width": 4, "height": 3,
+        "num_frames": 3, "short_video": True,   # the mp4's 3 frames (< 8: marked, the default)
     }
     assert r1["mp4_path"] == "" and r1["video_dir"] == "video/s/000001" and r1["width"] == 14
+    assert (r1["num_frames"], r1["short_video"]) == (2, True)   # its PNG folder's 2 files
 
     errs = {r["sample_id"]: r for r in errors.to_pylist()}
     assert set(errs) == {"s/000002", "s/000003", "s/000004", "s/000005", "s/000006"}
@@ -257,6 +259,7 @@ def test_manifest_round_trip_and_sample_helpers(small_root, tmp_path):
         assert s0.event_path == root / "event_npy/s/000000.npy" and s0.mp4_path == root / "mp4/s/000000.mp4"
         assert s0.event_image_paths[4] == root / "event_image/s/000000_4.png"
         assert (s0.duration_ms, s0.num_events, s0.width, s0.height) == (5.0, 6, 4, 3)
+        assert (s0.num_frames, s0.short_video, s1.num_frames, s1.short_video) == (3, True, 2, True)
         assert s1.mp4_path is None and s1.video_dir == root / "video/s/000001"
     assert pq.read_table(out).num_rows == 2
 
@@ -271,3 +274,219 @@ def test_manifest_round_trip_and_sample_helpers(small_root, tmp_path):
         dataset.sample_events(gone)
     with pytest.raises(SampleError, match="s/000009"):
         dataset.sample_video_frames(gone)
+
+
+# --------------------------------------------------------------------------
+# Adversarial clips: events that would pass silently, short videos
+# --------------------------------------------------------------------------
+
+DSEC_SENSOR = (480, 640)   # (height, width): the schema's sensor_height, sensor_width defaults
+
+
+def _bad_t_nan():
+    ev = _events(6)
+    ev["t"] = ev["t"].astype(np.float64)
+    ev["t"][3] = np.nan
+    return ev
+
+
+def _bad_t_decreasing():
+    ev = _events(6)
+    ev["t"][4] = ev["t"][2] - 1
+    return ev
+
+
+def _bad_t_decreasing_unsigned():   # np.diff of uint32 wraps around: a decrease looks like a huge step
+    ev = _events(6)
+    ev["t"] = (1000 * np.array([1, 2, 3, 2, 5, 6])).astype(np.uint32)
+    return ev
+
+
+def _bad_x_beyond_sensor():
+    ev = _events(6)
+    ev["x"][2] = 9999                 # a 10000-px-wide EventGPT canvas
+    return ev
+
+
+def _bad_y_negative():
+    ev = _events(6)
+    ev["y"] = ev["y"].astype(np.int16)
+    ev["y"][1] = -3
+    return ev
+
+
+def _bad_x_nan():
+    ev = _events(6)
+    ev["x"] = ev["x"].astype(np.float32)
+    ev["x"][0] = np.nan
+    return ev
+
+
+BAD_EVENTS = {
+    "nan_t": (_bad_t_nan, "'t' is not finite at event 3"),
+    "decreasing_t": (_bad_t_decreasing, "timestamps decrease at event 4"),
+    "decreasing_unsigned_t": (_bad_t_decreasing_unsigned, "timestamps decrease at event 3"),
+    "x_9999_on_640": (_bad_x_beyond_sensor, "'x' = 9999 at event 2 lies outside the 480x640 sensor"),
+    "negative_y": (_bad_y_negative, "'y' is negative at event 1"),
+    "nan_x": (_bad_x_nan, "'x' is not finite at event 0"),
+}
+
+
+def _root_with(tmp_path, bad_events=None, n_frames=10, mp4=True, pngs=None):
+    """Clip s/000000 good (10-frame mp4); s/000001 with `bad_events` and a video of n_frames."""
+    root = tmp_path / "adv"
+    _write_clip(root, "s", 0, _events(6), pngs=None, n_frames=10)
+    _write_clip(root, "s", 1, bad_events if bad_events is not None else _events(6), mp4=mp4, pngs=pngs,
+                n_frames=n_frames)
+    (root / "inst.json").write_text(json.dumps([_entry("s", 0), _entry("s", 1, mp4=mp4, video=pngs is not None)]))
+    return root
+
+
+@pytest.mark.parametrize("case", sorted(BAD_EVENTS))
+def test_bad_event_streams_are_errors_rows_naming_clip_and_reason(tmp_path, case):
+    make, reason = BAD_EVENTS[case]
+    root = _root_with(tmp_path, make())
+    manifest, errors = dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=True,
+                                              sensor_size=DSEC_SENSOR)
+    assert manifest.column("sample_id").to_pylist() == ["s/000000"]
+    (err,) = errors.to_pylist()
+    assert (err["sample_id"], err["stage"], err["file"]) == ("s/000001", "manifest", "event_npy/s/000001.npy")
+    assert reason in err["error"], err["error"]
+
+
+@pytest.mark.parametrize("case", sorted(BAD_EVENTS))
+def test_bad_event_streams_stop_naming_sample_and_file(tmp_path, case):
+    make, reason = BAD_EVENTS[case]
+    root = _root_with(tmp_path, make())
+    with pytest.raises(SampleError) as info:
+        dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=False, sensor_size=DSEC_SENSOR)
+    msg = str(info.value)
+    assert "s/000001" in msg and "event_npy/s/000001.npy" in msg and reason in msg
+    assert (info.value.sample_id, info.value.file) == ("s/000001", "event_npy/s/000001.npy")
+
+
+def test_sensor_bounds_are_exclusive_and_equal_timestamps_pass(tmp_path):
+    ev = _events(6)
+    ev["x"][0], ev["y"][1] = 639, 479          # the last pixel of a 640 x 480 sensor
+    ev["t"][3] = ev["t"][2]                    # equal timestamps (DSEC has them): non-decreasing
+    root = _root_with(tmp_path, ev)
+    manifest, errors = dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=False,
+                                              sensor_size=DSEC_SENSOR)
+    assert errors.num_rows == 0
+    assert manifest.to_pylist()[1]["width"] == 640 and manifest.to_pylist()[1]["height"] == 480
+    # one pixel smaller and the same clip is outside
+    with pytest.raises(SampleError, match=r"s/000001.*'x' = 639 at event 0 lies outside the 479x639 sensor"):
+        dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=False, sensor_size=(479, 639))
+
+
+def test_short_video_is_marked_by_default(tmp_path):
+    root = _root_with(tmp_path, n_frames=5)
+    manifest, errors = dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=False,
+                                              sensor_size=DSEC_SENSOR)
+    assert errors.num_rows == 0 and manifest.schema == artifacts.SCHEMAS["manifest"]
+    rows = {r["sample_id"]: r for r in manifest.to_pylist()}
+    assert (rows["s/000000"]["num_frames"], rows["s/000000"]["short_video"]) == (10, False)
+    assert (rows["s/000001"]["num_frames"], rows["s/000001"]["short_video"]) == (5, True)
+    assert manifest.schema.field("num_frames").type == "int32"
+    # explicit mark, and a lower min_frames makes 5 frames enough
+    marked = dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=False, short_video="mark",
+                                    min_frames=8)[0]
+    assert marked.column("short_video").to_pylist() == [False, True]
+    enough = dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=False, min_frames=5)[0]
+    assert enough.column("short_video").to_pylist() == [False, False]
+
+
+def test_short_png_folder_is_counted_by_files(tmp_path):
+    root = _root_with(tmp_path, n_frames=5, mp4=False, pngs=5)
+    manifest, _ = dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=False)
+    r1 = manifest.to_pylist()[1]
+    assert (r1["mp4_path"], r1["video_dir"], r1["num_frames"], r1["short_video"]) == ("", "video/s/000001", 5, True)
+    with pytest.raises(SampleError, match=r"s/000001 \(video/s/000001\): short video: 5 frames"):
+        dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=False, short_video="refuse")
+
+
+def test_short_video_refused_is_an_errors_row(tmp_path):
+    root = _root_with(tmp_path, n_frames=5)
+    manifest, errors = dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=True,
+                                              short_video="refuse", sensor_size=DSEC_SENSOR)
+    assert manifest.column("sample_id").to_pylist() == ["s/000000"]
+    assert manifest.column("num_frames").to_pylist() == [10]
+    (err,) = errors.to_pylist()
+    assert (err["sample_id"], err["stage"], err["file"]) == ("s/000001", "manifest", "mp4/s/000001.mp4")
+    assert "short video: 5 frames, fewer than min_frames 8" in err["error"]
+
+
+def test_short_video_refused_stops_naming_sample_and_file(tmp_path):
+    root = _root_with(tmp_path, n_frames=5)
+    with pytest.raises(SampleError) as info:
+        dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=False, short_video="refuse",
+                               sensor_size=DSEC_SENSOR)
+    msg = str(info.value)
+    assert "s/000001" in msg and "mp4/s/000001.mp4" in msg and "short video: 5 frames" in msg
+    with pytest.raises(ValueError, match="short_video must be one of"):
+        dataset.build_manifest(root, root / "inst.json", ["Q?"], None, skip_bad=False, short_video="drop")
+
+
+def test_count_frames_without_a_header_count(tmp_path):
+    """A container that records no frame count (Matroska) is counted by packets, not decoded."""
+    import av
+
+    path = tmp_path / "five.mkv"
+    with av.open(str(path), "w", format="matroska") as c:
+        stream = c.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt = 8, 8, "yuv420p"
+        for _ in range(5):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24")):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+    with av.open(str(path)) as c:
+        assert not c.streams.video[0].frames      # the header path is not what is tested here
+    assert dataset.count_frames(path) == 5 == video.read_frames(path).shape[0]
+    video.write_mp4(np.zeros((7, 8, 8, 3), np.uint8), tmp_path / "seven.mp4")
+    assert dataset.count_frames(tmp_path / "seven.mp4") == 7 == video.read_frames(tmp_path / "seven.mp4").shape[0]
+
+
+def test_demo_events_lie_inside_the_demo_frame(tmp_path):
+    """For kind demo the sensor is demo.size x demo.size (what stages.spec passes): the demo's own
+    events fit it, and its 4-frame clips are marked, not dropped."""
+    from specalign.demo_data import DemoSpec, build_demo_dataset
+
+    root = tmp_path / "demo"
+    build_demo_dataset(root, DemoSpec(n_train=2, n_test=1, size=16, frames=4))
+    manifest, errors = dataset.build_manifest(root, root / "instructions.json", ["q"], None, skip_bad=False,
+                                              sensor_size=(16, 16))
+    assert manifest.num_rows == 3 and errors.num_rows == 0
+    assert set(manifest.column("num_frames").to_pylist()) == {4}
+    assert all(manifest.column("short_video").to_pylist())
+
+
+def test_manifest_spec_carries_the_sensor_and_short_video_keys():
+    """What the manifest script passes to build_manifest comes from its spec: a dsec dataset's
+    sensor_width / sensor_height, a demo's frame side; short_video and min_frames with their defaults."""
+    import copy
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    from specalign import stages
+    from specalign.specs import SCHEMA_PATH
+
+    repo = Path(__file__).resolve().parents[1]
+    real = yaml.safe_load((repo / "config" / "real_models.yaml").read_text())
+    validate(real, str(SCHEMA_PATH))
+    (name,) = real["datasets"]
+    spec = stages.spec(real, "manifest", dataset=name)
+    assert (spec["sensor_size"], spec["short_video"], spec["min_frames"]) == ([480, 640], "mark", 8)
+    for key, value in (("sensor_width", 1280), ("sensor_height", 720), ("short_video", "refuse"), ("min_frames", 4)):
+        cfg = copy.deepcopy(real)
+        cfg["datasets"][name][key] = value
+        assert stages.spec(cfg, "manifest", dataset=name) != spec, key
+    demo = yaml.safe_load((repo / "config.yaml").read_text())
+    validate(demo, str(SCHEMA_PATH))
+    assert stages.spec(demo, "manifest", dataset="demo")["sensor_size"] == [64, 64]
+    bad = copy.deepcopy(demo)
+    bad["datasets"]["demo"]["short_video"] = "drop"
+    with pytest.raises(Exception, match="drop"):
+        validate(bad, str(SCHEMA_PATH))

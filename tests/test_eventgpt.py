@@ -1,6 +1,11 @@
 """EventGPT (`EventChat_llama`): official key layout round trip, prompt ids, visual features,
 placeholder scatter, cache and batching -- on a tiny random model (hidden 32, 2 layers,
-CLIP 32 px / patch 8 -> 17 tokens per frame; 5 frames -> 22 placeholders)."""
+CLIP 32 px / patch 8 -> 17 tokens per frame; 5 frames -> 22 placeholders).
+
+Also a tiny checkpoint shaped like the published one (config.json with exactly the keys of
+tests/data/checkpoints/EventGPT-7B/config.UNCONFIRMED_template.json, sizes shrunk; CLIP width 128
+with 2 heads inside), which loads with no CLIP directory; no weight dropped silently; the prompt
+templates as validated model options."""
 from __future__ import annotations
 
 import json
@@ -17,23 +22,23 @@ torch.set_num_threads(1)
 
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig  # noqa: E402
 
-from specalign.backends.eventgpt import EventGPTBackend  # noqa: E402
-from specalign.dataset import Sample  # noqa: E402
-from specalign.demo_tokenizer import build_backend, wrap  # noqa: E402
-from specalign.eventgpt import (  # noqa: E402
+from specalign.backends.eventgpt import (  # noqa: E402
     CLIP_PREFIX,
     DEFAULT_EVENT_PATCH_TOKEN,
-    OFFICIAL_CLIP_PREFIX,
     EVENT_TOKEN_INDEX,
-    SYSTEM_PROMPT,
+    OFFICIAL_CLIP_PREFIX,
     EventChatConfig,
     EventChatForCausalLM,
+    EventGPTBackend,  # noqa: E402
     official_name,
     spatio_temporal_pool,
     write_clip_dir,
     write_official_checkpoint,
 )
-from specalign.models import ModelSpec  # noqa: E402
+from specalign.backends.prompts import EVENTGPT_SYSTEM as SYSTEM_PROMPT  # noqa: E402
+from specalign.dataset import Sample  # noqa: E402
+from specalign.demo_tokenizer import build_backend, wrap  # noqa: E402
+from specalign.specs import ModelSpec  # noqa: E402
 
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
               image_size=32, patch_size=8)
@@ -348,10 +353,326 @@ def test_start_end_tokens_when_configured(tok, tmp_path):
 
 def test_greedy_generation_batched_equals_unbatched(backend):
     """The generation stage's own loop: left-padded batches give the same greedy tokens."""
-    from specalign.generation import Decoding, generate
+    from specalign.generation import generate
+    from specalign.specs import Decoding
 
     pis = [backend.prepare_frames(f"s{i}", q, _frames(i)) for i, q in enumerate(QUESTIONS)]
     dec = Decoding("greedy", max_new_tokens=6)
     one = [g.token_ids for g in generate(backend, pis, dec, batch_size=1)]
     many = [g.token_ids for g in generate(backend, pis, dec, batch_size=len(pis))]
     assert one == many and all(len(t) > 0 for t in one)
+
+
+# --------------------------------------------------------------------------- the config as published
+DATA = Path(__file__).parent / "data" / "checkpoints"
+PUBLISHED = DATA / "EventGPT-7B" / "config.UNCONFIRMED_template.json"
+CLIP_L = DATA / "clip-vit-large-patch14-336"
+# A CLIP of openai/CLIP's kind (head size 64, quick_gelu, eps 1e-5), only smaller: what the sizes
+# rule (configuration.py, rule 2) reads back exactly from the tensors.
+VISION_64 = dict(hidden_size=128, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
+                 image_size=32, patch_size=8)
+SHRUNK = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, num_key_value_heads=4)
+
+
+def _published_config(tok) -> dict:
+    """The published key set (the template less its _COMMENT), every size shrunk, nothing added."""
+    cfg = json.loads(PUBLISHED.read_text())
+    cfg.pop("_COMMENT")
+    assert cfg["mm_visual_tower"] == "openai/clip-vit-large-patch14-336" and "mm_visual_tower_config" not in cfg
+    assert set(SHRUNK) < set(cfg) and (cfg["bos_token_id"], cfg["eos_token_id"]) == (tok.bos_token_id, tok.eos_token_id)
+    return {**cfg, **SHRUNK, "vocab_size": len(tok)}
+
+
+def _published_checkpoint(tok, path: Path, seed=3, layout="safetensors", drop_config=(), **config_changes):
+    """A tiny checkpoint in the published layout: config.json with exactly the published keys
+    (sizes shrunk), CLIP inside as model.visual_tower.visual_tower.vision_model.*. -> (path, model)."""
+    published = _published_config(tok)
+    torch.manual_seed(seed)
+    llama = {k: v for k, v in published.items() if k not in ("architectures", "model_type", "torch_dtype")}
+    model = EventChatForCausalLM(EventChatConfig(
+        **llama, initializer_range=0.2,
+        mm_visual_tower_config=CLIPVisionConfig(initializer_range=0.2, **VISION_64).to_dict())).eval()
+    write_official_checkpoint(model, tok, path, include_clip=True)
+    cfg = {k: v for k, v in {**published, **config_changes}.items() if k not in drop_config}
+    (path / "config.json").write_text(json.dumps(cfg, indent=2))
+    if layout == "bin_sharded":  # the other layout save_pretrained writes: .bin shards + index
+        state = load_file(str(path / "model.safetensors"))
+        (path / "model.safetensors").unlink()
+        keys = sorted(state)
+        shards = {"pytorch_model-00001-of-00002.bin": keys[::2], "pytorch_model-00002-of-00002.bin": keys[1::2]}
+        for name, ks in shards.items():
+            torch.save({k: state[k] for k in ks}, path / name)
+        (path / "pytorch_model.bin.index.json").write_text(json.dumps(
+            {"metadata": {}, "weight_map": {k: name for name, ks in shards.items() for k in ks}}))
+    return path, model
+
+
+def _no_clip_dir(monkeypatch):
+    """Resolving mm_visual_tower (a local dir or the HF cache) fails the test: nothing outside the
+    checkpoint may be read when the CLIP tensors are inside."""
+    import specalign.backends.eventgpt.checkpoint as ck
+    import specalign.backends.eventgpt.configuration as cf
+
+    def refuse(name):
+        raise AssertionError(f"mm_visual_tower {name!r} was resolved")
+
+    monkeypatch.setattr(ck, "resolve_visual_tower_dir", refuse)
+    monkeypatch.setattr(cf, "resolve_visual_tower_dir", refuse)
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "bin_sharded"])
+def test_published_config_with_clip_inside_loads_and_runs(tok, tmp_path, monkeypatch, caplog, layout):
+    """The config exactly as published (mm_visual_tower a hub id not on disk, no vision config) with
+    the CLIP tensors inside: the vision config is read from the tensors, the model equals the
+    one written, and prepare -> forward gives the written model's features and logits."""
+    path, written = _published_checkpoint(tok, tmp_path / "ckpt", layout=layout)
+    on_disk = json.loads((path / "config.json").read_text())
+    assert set(on_disk) == set(json.loads(PUBLISHED.read_text())) - {"_COMMENT"}
+    _no_clip_dir(monkeypatch)
+    with caplog.at_level("WARNING"):
+        b = EventGPTBackend(ModelSpec(name="d", family="eventgpt", path=str(path)))
+    assert json.loads((path / "config.json").read_text()) == on_disk  # the file is not rewritten
+    assert "names CLIP-L/14-336" in caplog.text and "hidden_size" in caplog.text  # the shrunk sizes are named
+    vc = b.model.vision_config
+    for k, v in VISION_64.items():
+        assert getattr(vc, k) == v, k
+    assert (vc.hidden_act, vc.layer_norm_eps) == ("quick_gelu", 1e-5)
+    assert b.num_visual_tokens == 5 + 17
+    assert hasattr(b.model.model, "feature_adaptor")
+    got = {official_name(k): v for k, v in b.model.state_dict().items()}
+    for k, w in written.state_dict().items():
+        k = official_name(k)
+        assert torch.equal(got[k][: w.shape[0]], w), k
+
+    _stand_in_loaders(monkeypatch)
+    _write_events(tmp_path / "a.npy", 50_000)
+    pi = b.prepare(Sample(sample_id="seq/000001", question=QUESTIONS[1], event_path=tmp_path / "a.npy"))
+    ev = pi.model_inputs["event_tensors"]
+    assert ev.shape == (1, 5, 3, 32, 32) and pi.input_ids.tolist().count(EVENT_TOKEN_INDEX) == 22
+    logits = b.forward(pi.input_ids[None], model_inputs=pi.model_inputs)
+    with torch.no_grad():
+        assert torch.allclose(b.model.encode_events(ev), written.encode_events(ev), atol=1e-5)
+        ref = written(input_ids=pi.input_ids[None], event_tensors=ev).logits
+    assert logits.shape == (1, pi.input_ids.shape[0], len(tok) + 1)  # + <ev_patch>
+    assert torch.allclose(logits[..., : len(tok)], ref, atol=1e-5)
+
+
+def _clip_l_vision():
+    from transformers import CLIPConfig
+
+    return CLIPConfig.from_pretrained(str(CLIP_L / "config.minimal_resave_NOT_ORIGINAL.json")).vision_config
+
+
+def test_vision_config_rule_is_exact_for_clip_l14_336():
+    """Tensor shapes of a real CLIP-L/14-336 (built on the meta device: no memory) give exactly its
+    known vision config, and CLIP_L14_336_VISION is that config; its image processor is the
+    checkpoint's own preprocessor_config.json."""
+    from transformers import CLIPImageProcessorPil, CLIPVisionModel
+
+    from specalign.backends.eventgpt.configuration import (
+        CLIP_L14_336_VISION,
+        clip_l14_336_vision_config,
+        clip_vision_config_from_shapes,
+        names_clip_l14_336,
+        num_event_tokens,
+    )
+    from specalign.backends.eventgpt.processing import build_image_processor
+
+    known = _clip_l_vision()
+    skip = {"transformers_version", "_name_or_path", "architectures"}
+    want = {k: v for k, v in known.to_dict().items() if k not in skip}
+    with torch.device("meta"):
+        shapes = {"vision_model." + k: tuple(v.shape) for k, v in CLIPVisionModel(known).state_dict().items()}
+    derived = clip_vision_config_from_shapes(shapes, "openai/clip-vit-large-patch14-336")
+    assert {k: v for k, v in derived.to_dict().items() if k not in skip} == want
+    assert {k: v for k, v in clip_l14_336_vision_config().to_dict().items() if k not in skip} == want
+    assert all(known.to_dict()[k] == v for k, v in CLIP_L14_336_VISION.items())
+    assert num_event_tokens(derived) == 582  # 5 temporal + 577 spatial, as the fork measured
+    assert (build_image_processor(derived).to_dict()
+            == CLIPImageProcessorPil.from_pretrained(str(CLIP_L)).to_dict())
+    assert all(map(names_clip_l14_336, ["openai/clip-vit-large-patch14-336", "clip-vit-large-patch14-336",
+                                        "/models/CLIP-ViT-Large-Patch14-336/", "C:\\m\\clip-vit-large-patch14-336"]))
+    assert not any(map(names_clip_l14_336, ["openai/clip-vit-large-patch14", "/data/clip", None, ""]))
+
+
+def test_vision_config_rule_refuses_what_the_tensors_cannot_tell():
+    from specalign.backends.eventgpt.configuration import clip_vision_config_from_shapes
+
+    with torch.device("meta"):
+        from transformers import CLIPVisionModel
+
+        shapes = {k: tuple(v.shape) for k, v in CLIPVisionModel(CLIPVisionConfig(**VISION)).state_dict().items()}
+    with pytest.raises(ValueError, match="not a multiple of 64"):  # width 32: no head count
+        clip_vision_config_from_shapes(shapes)
+    bad = {**{k: (64, *v[1:]) if k.endswith("patch_embedding.weight") else v for k, v in shapes.items()},
+           "embeddings.position_embedding.weight": (18, 64)}
+    with pytest.raises(ValueError, match="position embedding"):
+        clip_vision_config_from_shapes(bad)
+
+
+def test_embedded_vision_config_must_match_the_tensors(ckpt, tmp_path):
+    path = _edited_copy(ckpt, tmp_path / "ckpt", config=lambda c: c["mm_visual_tower_config"].update(
+        num_hidden_layers=3))
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        EventGPTBackend(ModelSpec(name="d", family="eventgpt", path=str(path)))
+
+
+# --------------------------------------------------------------------------- no weight dropped silently
+def _edited_copy(ckpt, path: Path, config=None, state=None) -> Path:
+    """A copy of the module's checkpoint with config.json and/or the tensors edited in place."""
+    import shutil
+
+    shutil.copytree(ckpt[0], path)
+    if config is not None:
+        cfg = json.loads((path / "config.json").read_text())
+        config(cfg)
+        (path / "config.json").write_text(json.dumps(cfg))
+    if state is not None:
+        tensors = load_file(str(path / "model.safetensors"))
+        state(tensors)
+        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path
+
+
+@pytest.mark.parametrize("change", ["key absent", "false"])
+def test_feature_adaptor_built_and_applied_when_its_weights_are_there(ckpt, tmp_path, change):
+    """The official code builds the adaptor on `hasattr(config, "event_feature_adaptor")` and always
+    applies it: with its weights in the checkpoint it is built and applied, whatever the key says."""
+    def edit(cfg):
+        if change == "key absent":
+            del cfg["event_feature_adaptor"]
+        else:
+            cfg["event_feature_adaptor"] = False
+
+    path = _edited_copy(ckpt, tmp_path / "ckpt", config=edit)
+    assert "model.feature_adaptor.weight" in load_file(str(path / "model.safetensors"))
+    b = EventGPTBackend(ModelSpec(name="d", family="eventgpt", path=str(path)))
+    written = ckpt[1]
+    assert torch.equal(b.model.model.feature_adaptor.weight, written.model.feature_adaptor.weight)
+    ev = b.prepare_frames("s", QUESTIONS[0], _frames()).model_inputs["event_tensors"]
+    with torch.no_grad():
+        assert torch.allclose(b.model.encode_events(ev), written.encode_events(ev), atol=1e-5)
+
+
+def test_unexpected_non_clip_tensor_is_an_error_naming_it(ckpt, tmp_path):
+    def add(t):
+        t["model.event_qformer.query.weight"] = torch.zeros(4, 32)
+        t["lm_head_extra.bias"] = torch.zeros(3)
+
+    path = _edited_copy(ckpt, tmp_path / "extra", state=add)
+    with pytest.raises(ValueError, match=r"2 checkpoint tensors .*lm_head_extra\.bias, model\.event_qformer\.query\.weight"):
+        EventGPTBackend(ModelSpec(name="d", family="eventgpt", path=str(path)))
+    # a CLIP buffer older transformers saved (position_ids) is no weight: still loads
+    path = _edited_copy(ckpt, tmp_path / "buffer", state=lambda t: t.update(
+        {OFFICIAL_CLIP_PREFIX + "embeddings.position_ids": torch.arange(N_SPATIAL)[None]}))
+    assert EventGPTBackend(ModelSpec(name="d", family="eventgpt", path=str(path))).num_visual_tokens == N_EVENT
+
+
+def test_missing_weights_are_an_error_naming_them(ckpt, tmp_path):
+    """The adaptor declared (the key present, even false: the original builds it) but its weights
+    absent; and a partial CLIP plus a Llama weight: errors naming every missing key."""
+    def no_adaptor(t):
+        del t["model.feature_adaptor.weight"], t["model.feature_adaptor.bias"]
+
+    path = _edited_copy(ckpt, tmp_path / "adaptor", config=lambda c: c.update(event_feature_adaptor=False),
+                        state=no_adaptor)
+    with pytest.raises(ValueError, match=r"lacks 2 weights: model\.feature_adaptor\.bias, model\.feature_adaptor\.weight"):
+        EventGPTBackend(ModelSpec(name="d", family="eventgpt", path=str(path)))
+
+    def partial(t):
+        del t[OFFICIAL_CLIP_PREFIX + "encoder.layers.1.mlp.fc2.bias"], t["model.layers.0.input_layernorm.weight"]
+
+    path = _edited_copy(ckpt, tmp_path / "partial", state=partial)
+    with pytest.raises(ValueError, match=r"lacks 2 weights: .*input_layernorm.*fc2\.bias"):
+        EventGPTBackend(ModelSpec(name="d", family="eventgpt", path=str(path)))
+
+
+def test_published_checkpoint_without_adaptor_key_still_gets_its_adaptor(tok, tmp_path, monkeypatch):
+    """The same on the published layout (mm_visual_tower not on disk)."""
+    path, written = _published_checkpoint(tok, tmp_path / "ckpt", drop_config=("event_feature_adaptor",))
+    _no_clip_dir(monkeypatch)
+    b = EventGPTBackend(ModelSpec(name="d", family="eventgpt", path=str(path)))
+    ev = b.prepare_frames("s", QUESTIONS[0], _frames()).model_inputs["event_tensors"]
+    with torch.no_grad():
+        assert torch.allclose(b.model.encode_events(ev), written.encode_events(ev), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the prompt as a model option
+EVENTGPT_DOC_PROMPT = (
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the human's questions. USER: <ev_start><event><ev_end>\n{question} ASSISTANT:"
+)
+
+
+def test_default_prompts_are_the_documented_ones(backend):
+    from specalign.backends.prompts import event_prompt, image_prompt, video_prompt
+    from specalign.specs import option_defaults
+
+    assert option_defaults("eventgpt")["prompt"] == EVENTGPT_DOC_PROMPT
+    assert option_defaults("video_llava")["prompt"] == "USER: <video>\n{question} ASSISTANT:"
+    assert option_defaults("llava")["prompt"] == "USER: <image>\n{question} ASSISTANT:"
+    assert backend.spec.option("prompt") == EVENTGPT_DOC_PROMPT
+    assert backend.prompt_ids("Q?")[1] == event_prompt("Q?") == EVENTGPT_DOC_PROMPT.replace("{question}", "Q?")
+    assert video_prompt("Q?") == "USER: <video>\nQ? ASSISTANT:" and image_prompt("Q?") == "USER: <image>\nQ? ASSISTANT:"
+    assert SYSTEM_PROMPT + " USER:" == EVENTGPT_DOC_PROMPT.split(" USER:")[0] + " USER:"
+
+
+def test_custom_prompt_changes_prompt_ids(ckpt, backend):
+    custom = "USER: <event>\n{question} ASSISTANT:"
+    b = EventGPTBackend(ModelSpec(name="d", family="eventgpt", path=str(ckpt[0]), options={"prompt": custom}))
+    ids, text = b.prompt_ids(QUESTIONS[0])
+    assert text == "USER: <event>\n" + QUESTIONS[0] + " ASSISTANT:"
+    assert ids != backend.prompt_ids(QUESTIONS[0])[0] and ids.count(EVENT_TOKEN_INDEX) == N_EVENT
+    first = ids.index(EVENT_TOKEN_INDEX)
+    assert ids[:first] == b.tokenizer("USER: ").input_ids
+    logits = b.forward(torch.tensor([ids]), model_inputs={"event_tensors": b.event_tensors(_frames())})
+    assert logits.shape == (1, len(ids), b.text_vocab_size)
+
+
+@pytest.mark.parametrize("family, token", [("video_llava", "<video>"), ("llava", "<image>")])
+def test_custom_prompt_of_the_target_families(family, token):
+    """The Video-LLaVA / LLaVA backends build their prompt text from the option (only prompt_ids is
+    run: the object carries what prompt_ids reads)."""
+    from specalign.backends.llava import LlavaBackend
+    from specalign.backends.video_llava import VideoLlavaBackend
+    from specalign.demo_tokenizer import add_target_tokens
+
+    tk = add_target_tokens(_tokenizer())
+    cls, id_attr = {"video_llava": (VideoLlavaBackend, "video_token_id"), "llava": (LlavaBackend, "image_token_id")}[family]
+
+    def ids_for(options):
+        b = cls.__new__(cls)
+        b.spec, b.tokenizer, b.num_visual_tokens = ModelSpec(name="t", family=family, path="p", options=options), tk, 3
+        setattr(b, id_attr, tk.convert_tokens_to_ids(token))
+        return b.prompt_ids(QUESTIONS[0])
+
+    default_ids, default_text = ids_for({})
+    assert default_text == f"USER: {token}\n{QUESTIONS[0]} ASSISTANT:"
+    ids, text = ids_for({"prompt": f"USER: {token}{{question}} ASSISTANT:"})  # the model card's form
+    assert text == f"USER: {token}{QUESTIONS[0]} ASSISTANT:" and ids != default_ids
+    assert ids.count(tk.convert_tokens_to_ids(token)) == default_ids.count(tk.convert_tokens_to_ids(token)) == 3
+
+
+@pytest.mark.parametrize("family, token", [("eventgpt", "<ev_start><event><ev_end>"), ("video_llava", "<video>"),
+                                           ("llava", "<image>")])
+def test_prompt_option_is_validated_by_the_schema(family, token):
+    from snakemake.utils import validate
+
+    from specalign.specs import SCHEMA_PATH, option_defaults
+
+    def config(options):
+        return {"datasets": {"d": {"kind": "demo"}},
+                "models": {"m": {"family": family, "path": "p", "options": options}},
+                "pairs": [{"draft": "m", "target": "m"}], "decodings": {"greedy": {}}}
+
+    good = config({"prompt": f"Q: {token} {{question}} A:"})
+    validate(good, str(SCHEMA_PATH))
+    filled = config({})
+    validate(filled, str(SCHEMA_PATH))
+    assert filled["models"]["m"]["options"]["prompt"] == option_defaults(family)["prompt"]
+    placeholder = token.replace("<ev_start>", "").replace("<ev_end>", "")
+    for bad in (f"USER: {token}\nASSISTANT:",                       # no {question}
+                "USER: {question} ASSISTANT:",                      # no visual placeholder
+                f"USER: {placeholder}{placeholder}\n{{question}} ASSISTANT:"):  # two placeholders
+        with pytest.raises(Exception, match="does not match"):
+            validate(config({"prompt": bad}), str(SCHEMA_PATH))

@@ -3,17 +3,24 @@ with left padding, sampling reproducibility, the one token-distribution definiti
 from __future__ import annotations
 
 import io
-import json
 import re
 
 import pytest
 import torch
-
 from conftest import BOS_ID, EOS_ID, N_FIXED, load_lm
+
 from specalign.artifacts import SCHEMAS
-from specalign.generation import (Decoding, ProgressLog, generate, processed_distribution, sample_from,
-                                  sample_generator, token_logprobs, tokens_table)
-from specalign.models import ModelSpec, load_backend
+from specalign.backends import ModelSpec, load_backend
+from specalign.generation import (
+    ProgressLog,
+    generate,
+    processed_distribution,
+    sample_from,
+    sample_generator,
+    token_logprobs,
+    tokens_table,
+)
+from specalign.specs import Decoding
 
 GREEDY = Decoding("greedy", max_new_tokens=20)
 SAMPLED = Decoding("sampled", do_sample=True, temperature=0.8, top_p=0.9, seed=7, max_new_tokens=12)
@@ -50,15 +57,21 @@ def test_backend_options_and_errors(tiny_target_dir, tmp_path):
 # ---------------------------------------------------------------- decoding definition
 
 
-def test_decoding_from_config():
-    d = Decoding.from_config("sampled", {"do_sample": True, "temperature": 0.6, "top_p": 1.0, "seed": 0,
-                                         "max_new_tokens": 16})
-    assert d == Decoding("sampled", True, 0.6, 1.0, 0, 16)
-    # the rules pass canonical JSON with the name inside
-    assert Decoding.from_config(json.dumps({"name": "sampled", "do_sample": True, "temperature": 0.6,
-                                            "max_new_tokens": 16})) == d
-    with pytest.raises(ValueError, match="unknown keys"):
-        Decoding.from_config("x", {"temprature": 0.5})
+def test_decoding_takes_the_validated_config_and_the_schemas_defaults():
+    from snakemake.utils import validate
+
+    from specalign.specs import SCHEMA_PATH
+
+    cfg = {"datasets": {"d": {"kind": "demo"}}, "models": {"m": {"family": "causal_lm", "path": "p"}},
+           "pairs": [{"draft": "m", "target": "m"}],
+           "decodings": {"sampled": {"do_sample": True, "temperature": 0.6}, "greedy": {}}}
+    validate(cfg, str(SCHEMA_PATH))  # fills the schema's defaults in place
+    d = Decoding("sampled", **cfg["decodings"]["sampled"])
+    assert d == Decoding("sampled", True, 0.6, 1.0, 0, 64)
+    # a record built by hand gets the schema's defaults, not a second copy of them
+    assert Decoding("greedy") == Decoding("greedy", **cfg["decodings"]["greedy"])
+    with pytest.raises(TypeError, match="temprature"):
+        Decoding("x", temprature=0.5)
     with pytest.raises(ValueError):
         Decoding("x", do_sample=True, temperature=0.0)
     with pytest.raises(ValueError):
@@ -172,7 +185,7 @@ def test_tokens_table_and_progress(tiny_target, make_prompts):
     log = ProgressLog(buf, total=5)
     res = generate(tiny_target, prompts, Decoding("g", max_new_tokens=5), batch_size=2, progress=log)
     lines = buf.getvalue().splitlines()
-    assert [l.split()[0] for l in lines] == ["2/5", "4/5", "5/5"]
+    assert [line.split()[0] for line in lines] == ["2/5", "4/5", "5/5"]
     assert re.fullmatch(r"2/5 samples  40%  elapsed \d+\.\ds  ETA \d+\.\ds", lines[0])
     tbl = tokens_table(res, tiny_target.tokenizer)
     assert tbl.schema == SCHEMAS["tokens"]

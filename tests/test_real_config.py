@@ -92,9 +92,13 @@ def expected_counts(cfg: dict) -> dict[str, int]:
         "translation": n_pairs,
         "generate": n_ds * len(models) * n_dec * cfg["shards"],
         "score": n_ds * n_pairs * n_dec,
-        "speculative": n_ds * n_pairs * len(spec["decodings"]) * len(spec["gammas"]) * cfg["shards"],
+        # greedy: the loop is a check at greedy_gammas (default [4]); sampled: at every loop gamma
+        "speculative": n_ds * n_pairs * cfg["shards"] * sum(
+            len(spec.get("greedy_gammas", [4]) if not cfg["decodings"][d].get("do_sample") else spec["gammas"])
+            for d in spec["decodings"]),
         "acceptance": 1,
         "report": 1,
+        "report_html": 1,
         "all": 1,
     }
 
@@ -125,6 +129,7 @@ def test_the_real_config_is_what_the_issue_asks_for():
     assert cfg["decodings"]["sampled"]["temperature"] == 0.6 and cfg["decodings"]["sampled"]["top_p"] == 1.0
     assert cfg["decodings"]["greedy"]["do_sample"] is False
     assert cfg["speculative"]["gammas"] == [1, 2, 4, 8]
+    assert "greedy_gammas" not in cfg["speculative"]  # the schema default: the greedy check at gamma 4
 
 
 def test_dry_run_default_profile(workdir):

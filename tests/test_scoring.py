@@ -7,11 +7,13 @@ from collections import Counter
 
 import pytest
 import torch
-
 from conftest import EOS_ID, ragged_map, to_draft_prompt
+
 from specalign.artifacts import SCHEMAS
-from specalign.generation import Decoding, generate, processed_distribution
-from specalign.scoring import push_forward, score_sample, score_table
+from specalign.generation import generate, processed_distribution
+from specalign.scoring import score_sample, score_table
+from specalign.specs import Decoding
+from specalign.translation import TokenMap
 
 GREEDY = Decoding("greedy", max_new_tokens=20)
 SAMPLED = Decoding("sampled", do_sample=True, temperature=0.9, top_p=0.95, seed=2, max_new_tokens=12)
@@ -116,7 +118,7 @@ def test_ragged_map_read_positions(tiny_target, tiny_drafts, make_prompts):
             assert r["match"] == (r["draft_token"] == y[j])
             assert r["summin"] == float(r["match"])
             assert r["mapped_mass"] == float(reach[y[j]])
-            qt = push_forward(q.softmax(-1), d2t, n)
+            qt = TokenMap.push_forward(q.softmax(-1), d2t, n)
             want = math.log(qt[y[j]]) if qt[y[j]] > 0 else -math.inf
             assert r["draft_logprob"] == pytest.approx(want, abs=1e-4)
             seen.update([y[j]] if y[j] in (a, b, c) else [])

@@ -19,15 +19,15 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import EOS_ID, ragged_map, to_draft_prompt
 
 import specalign.speculative as spec
-from conftest import EOS_ID, ragged_map, to_draft_prompt
 from specalign.acceptance import replay_rounds
 from specalign.artifacts import SCHEMAS
-from specalign.generation import Decoding, generate, processed_distribution
+from specalign.generation import generate, processed_distribution
 from specalign.scoring import score_sample
-from specalign.speculative import (rounds_table, run_speculative, speculative_decode, speculative_sample,
-                                   target_only_ms)
+from specalign.specs import Decoding
+from specalign.speculative import rounds_table, run_speculative, speculative_decode, speculative_sample, target_only_ms
 
 GAMMAS = (1, 2, 3, 4, 5)
 
@@ -39,7 +39,8 @@ def greedy(n):
 def check_greedy_pair(draft, target, pairs, token_map, max_news=(20, 3), gammas=GAMMAS):
     """(a) and (b) over prompts x budgets x gammas. Returns (#configs whose rounds differ from the
     replay, #configs whose output differs from target greedy, totals) - 0, 0 when correct.
-    totals["flips"]: rounds flagged verify_flip (fp32 CPU: chunked == step by step, so 0)."""
+    totals["flips"]: rounds flagged verify_flip (fp32 CPU: chunked == step by step, so 0);
+    totals["draft_flips"]: rounds flagged draft_flip (the draft's side of the same check)."""
     bad_rounds = bad_out = 0
     tot = Counter()
     for max_new in max_news:
@@ -52,6 +53,7 @@ def check_greedy_pair(draft, target, pairs, token_map, max_news=(20, 3), gammas=
                 assert [t for rd in rounds for t in rd["tokens"]] == out
                 assert [rd["round"] for rd in rounds] == list(range(len(rounds)))
                 tot["flips"] += sum(rd["verify_flip"] for rd in rounds)
+                tot["draft_flips"] += sum(rd["draft_flip"] for rd in rounds)
                 bad_out += out != r.token_ids
                 got = [(rd["start"], rd["drafted"], rd["accepted"], rd["emitted"]) for rd in rounds]
                 want = [(x.start, x.drafted, x.accepted, x.emitted) for x in replay_rounds(matches, gamma, max_new)]
@@ -81,7 +83,7 @@ def test_greedy_equals_target_and_replay(tiny_target, tiny_drafts, identity_map,
         bad_rounds, bad_out, tot = check_greedy_pair(draft, tiny_target, pairs, identity_map)
         assert bad_out == 0, f"sigma {sigma}: speculative output != target greedy output"
         assert bad_rounds == 0, f"sigma {sigma}: loop rounds != teacher-forced replay"
-        assert tot["flips"] == 0
+        assert tot["flips"] == 0 and tot["draft_flips"] == 0
         rates[sigma] = tot["accepted"] / tot["drafted"]
         eos += tot["eos"]
         accepted_eos += tot["accepted_eos"]
@@ -138,6 +140,8 @@ def test_broken_draft_rollback_is_caught_only_by_the_replay(tiny_target, tiny_dr
                                                      max_news=(20,), gammas=(2, 4))
         assert bad_out == 0, "the output alone cannot see a draft-cache bug"
         assert bad_rounds > 0, "the replay comparison must catch it"
+        # and the draft flip check says which side: the draft's proposals, not the target's argmax
+        assert tot["draft_flips"] > 0 and tot["flips"] == 0
 
 
 def test_broken_target_rollback_changes_the_output(tiny_target, tiny_drafts, identity_map, pairs, monkeypatch):
@@ -292,6 +296,10 @@ def test_rows_table_and_timing(tiny_target, tiny_drafts, identity_map, pairs):
     rows = speculative_sample(tiny_drafts[0.1], tiny_target, *pairs[0], identity_map, 3, dec)
     assert rows and all(r["sample_id"] == pairs[0][1].sample_id and r["gamma"] == 3 for r in rows)
     assert all(r["target_only_ms"] > 0 and r["verify_ms"] > 0 for r in rows)
+    # the workflow's baseline: the target's generated stream's own timings (prefill + steps 1..n-1)
+    assert spec.stream_time_ms(10.0, [0.0, 2.0, 3.0], 3) == 15.0
+    assert spec.stream_time_ms(10.0, [0.0, 2.0, 4.0], 5) == 10.0 + 2.0 + 4.0 + 2 * 3.0  # past the end: the mean step
+    assert spec.stream_time_ms(10.0, [0.0], 1) == 10.0 and spec.stream_time_ms(10.0, [0.0], 0) == 0.0
     assert rows[0]["draft_ms"] > 0
     assert target_only_ms(tiny_target, pairs[0][1], 5) > 0
     calls = []

@@ -3,7 +3,9 @@
 (a) the demo pair (target = draft + <image>, <video>, <pad>): the real EventGPT/Video-LLaVA relation;
 (b) a SentencePiece-style draft against a GPT-2-style byte-level target trained on the same corpus;
 (c) two hand-built vocabularies of 11 and 17 ids whose map is written down row by row;
-(d) TokenMap.from_table(Parquet) == TokenMap.from_tokenizers.
+(d) TokenMap.from_table(Parquet) == TokenMap.from_tokenizers;
+(e) byte-level pieces that hold part of a multi-byte character, mapped through byte pieces (hand-built).
+Real vocabularies (Llama-2, GPT-2, LLaVA) are in test_real_vocab.py.
 """
 from __future__ import annotations
 
@@ -333,9 +335,10 @@ def test_from_table_rejects_another_draft(tiny_pair, sp_bl_pair):
 
 def test_from_table_accepts_tokens_added_at_load(tmp_path):
     """EventGPT's loader adds <ev_patch> after the table was built: it maps nowhere, the rest is unchanged."""
+    from transformers import AutoTokenizer
+
     from specalign.demo_tokenizer import train_demo_tokenizers
     from specalign.translation import TokenMap, build_translation
-    from transformers import AutoTokenizer
 
     texts = ["a red circle moves left", "a blue square moves up", "What is in this scene?"]
     train_demo_tokenizers(texts, tmp_path / "d", tmp_path / "t", vocab_size=300)
@@ -349,3 +352,75 @@ def test_from_table_accepts_tokens_added_at_load(tmp_path):
     assert tm.draft_to_target[n] == ()                                  # <ev_patch>: the target has none
     assert tm.draft_to_target[n + 1] == (target.convert_tokens_to_ids("<video>"),)
     assert tm.draft_to_target[:n] == TokenMap.from_table(tbl, None, None).draft_to_target
+
+
+# ---------------------------------------------------------------------------------------------- (e)
+
+
+# 東 is E6 9D B1; in the byte alphabet E6 = æ, 9D = Ŀ, B1 = ±. The SentencePiece side has byte pieces for
+# E6 and 9D but not for B1.
+PARTIAL_BL_VOCAB = [EOT, "Ġ", "a", "æ", "Ŀ", "±", "Ġæ", "Ŀ±", "Ġa"]
+PARTIAL_BL_MERGES = [("Ġ", "æ"), ("Ŀ", "±"), ("Ġ", "a")]
+PARTIAL_SP_VOCAB = ["<unk>", "<s>", "</s>", "<0x20>", "<0x61>", "<0xE6>", "<0x9D>", "▁", "a", "▁a"]
+PARTIAL_SP_MERGES = [("▁", "a")]
+
+# byte-level draft id -> (kind, SentencePiece ids), worked out by hand
+PARTIAL_EXPECTED = [
+    ("special", [2]),          # 0 <|endoftext|> -> </s> (eos decides)
+    ("normalised", [7]),       # 1 Ġ  -> ▁
+    ("exact", [8]),            # 2 a
+    ("byte", [5]),             # 3 æ  -> <0xE6>
+    ("byte", [6]),             # 4 Ŀ  -> <0x9D>
+    ("unmapped", []),          # 5 ±  -> no <0xB1>
+    ("retokenised", [7, 5]),   # 6 Ġæ -> " " as text (▁), the lead byte of 東 as <0xE6>
+    ("unmapped", []),          # 7 Ŀ± -> <0x9D> but no <0xB1>: all of the piece's bytes or nothing
+    ("normalised", [9]),       # 8 Ġa -> ▁a
+]
+
+
+@pytest.fixture(scope="module")
+def partial_pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("partial")
+    bl = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(PARTIAL_BL_VOCAB)}, merges=PARTIAL_BL_MERGES))
+    bl.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bl.decoder = decoders.ByteLevel()
+    bl.add_special_tokens([AddedToken(EOT, special=True, normalized=False)])
+    bl_tok = _save_load(PreTrainedTokenizerFast(tokenizer_object=bl, bos_token=EOT, eos_token=EOT, unk_token=EOT),
+                        root / "bl")
+    sp = _save_load(wrap(llama_backend({p: i for i, p in enumerate(PARTIAL_SP_VOCAB)}, PARTIAL_SP_MERGES)),
+                    root / "sp")
+    return bl_tok, sp
+
+
+def test_partial_character_pieces_go_through_byte_pieces(partial_pair):
+    bl, sp = partial_pair
+    assert bl.convert_ids_to_tokens(bl.encode(" \u6771")) == ["Ġæ", "Ŀ±"]
+    tbl, stats, seed = build_translation(bl, sp, ["a a"])
+    assert list(zip(tbl.column("kind").to_pylist(), tbl.column("target_ids").to_pylist())) == PARTIAL_EXPECTED
+    assert tbl.column("target_tokens").to_pylist()[6] == ["▁", "<0xE6>"]
+    assert "6" not in seed
+    assert stats["kind_counts"] == {"special": 1, "exact": 1, "normalised": 2, "byte": 2, "retokenised": 1,
+                                    "unmapped": 2}
+    # the translated ids decode to the bytes of the draft's pieces: " " E6 9D (an incomplete 東)
+    tm = TokenMap.from_tokenizers(bl, sp)
+    assert tm.translate_draft_ids([6, 4]) == [7, 5, 6]
+
+
+def test_partial_character_pieces_reach_the_draft(partial_pair):
+    bl, sp = partial_pair
+    tm = TokenMap.from_tokenizers(sp, bl)
+    # the target's Ġæ is no draft piece: " " as the draft writes it, then its byte piece <0xE6>
+    assert tm.t2d(6) == (7, 5)
+    # ± and Ŀ± hold byte B1, which the draft has no piece for
+    assert tm.t2d(5) == () and tm.t2d(7) == ()
+    # 1:1 inverse: the lone bytes come back as the draft's byte pieces
+    assert tm.t2d(3) == (5,) and tm.t2d(4) == (6,)
+
+
+def test_utf8_runs():
+    from specalign.translation import _utf8_runs
+
+    assert _utf8_runs(b" \xe6\x9d") == [(" ", True), (b"\xe6\x9d", False)]
+    assert _utf8_runs("\u30fc".encode() + b"\xe3\x83") == [("\u30fc", True), (b"\xe3\x83", False)]
+    assert _utf8_runs(b"\xb1a\xe6") == [(b"\xb1", False), ("a", True), (b"\xe6", False)]
+    assert _utf8_runs("Köln".encode()) == [("Köln", True)]

@@ -98,8 +98,12 @@ def test_summary_invariants(demo_run):
     greedy = s.filter(pl.col("decoding") == "greedy")
     assert (greedy["method"] == "greedy_replay").all()
     for row in s.iter_rows(named=True):
-        assert 0 <= row["token_acceptance_rate"] <= 1
-        assert 1 <= row["tau"] <= row["gamma"] + 1 + 1e-9
+        if row["method"] == "iid_from_alpha":  # nothing measured; the prediction is in iid_tau
+            assert row["token_acceptance_rate"] is None and row["tau"] is None
+            assert 1 <= row["iid_tau"] <= row["gamma"] + 1 + 1e-9
+        else:
+            assert 0 <= row["token_acceptance_rate"] <= 1
+            assert 1 <= row["tau"] <= row["gamma"] + 1 + 1e-9
         assert 0 <= row["leviathan_alpha"] <= 1 and 0 <= row["positional_match_rate"] <= 1
         if row["drafted"] is not None:
             assert row["accepted"] <= row["drafted"]
@@ -134,7 +138,7 @@ def test_gamma_edit_reruns_only_acceptance_and_report(demo_run):
     cfg["gammas"] = [1, 2, 3, 4]
     write_config(demo_run, cfg)
     try:
-        assert planned_jobs(demo_run) == {"acceptance": 1, "report": 1, "all": 1}
+        assert planned_jobs(demo_run) == {"acceptance": 1, "report": 1, "report_html": 1, "all": 1}
     finally:
         write_config(demo_run, tiny_config())
     assert planned_jobs(demo_run) == {}  # reverting the edit reruns nothing
@@ -147,7 +151,7 @@ def test_decoding_edit_reruns_only_that_preset(demo_run):
     try:
         # 2 models x 2 shards of generation, its scoring, its 2 loop gammas x 2 shards, then the tables
         assert planned_jobs(demo_run) == {"generate": 4, "score": 1, "speculative": 4, "acceptance": 1,
-                                          "report": 1, "all": 1}
+                                          "report": 1, "report_html": 1, "all": 1}
     finally:
         write_config(demo_run, tiny_config())
 
@@ -165,9 +169,13 @@ def planned_after_editing(run: Path, module: str) -> dict[str, int]:
 
 def test_module_edit_reruns_the_stages_that_import_it(demo_run):
     """Imports are followed transitively (rules/common.smk `script_modules`)."""
-    # scoring.py is imported by the score rule and, for its token-map helpers, by the loop
+    # translation.py (the token map, with its id-space projections) is imported by the translation
+    # rule, the score rule and the loop, and by the report (reachable ids)
+    assert planned_after_editing(demo_run, "translation.py") == {"translation": 1, "score": 2, "speculative": 8,
+                                                                 "acceptance": 1, "report": 1, "report_html": 1, "all": 1}
+    # scoring.py by the score rule and, for its one-pass draft check (draft_flip), by the loop
     assert planned_after_editing(demo_run, "scoring.py") == {"score": 2, "speculative": 8, "acceptance": 1,
-                                                             "report": 1, "all": 1}
+                                                             "report": 1, "report_html": 1, "all": 1}
 
 
 def test_added_pair_runs_only_its_jobs(demo_run):
@@ -179,10 +187,10 @@ def test_added_pair_runs_only_its_jobs(demo_run):
     try:
         # 1 translation, 2 decodings x 1 score, 2 decodings x 2 loop gammas x 2 shards, then the tables
         assert planned_jobs(demo_run) == {"translation": 1, "score": 2, "speculative": 8, "acceptance": 1,
-                                          "report": 1, "all": 1}
+                                          "report": 1, "report_html": 1, "all": 1}
     finally:
         write_config(demo_run, tiny_config())
 
 
 def test_summary_module_edit_reruns_only_the_tables(demo_run):
-    assert planned_after_editing(demo_run, "summary.py") == {"acceptance": 1, "report": 1, "all": 1}
+    assert planned_after_editing(demo_run, "summary.py") == {"acceptance": 1, "report": 1, "report_html": 1, "all": 1}

@@ -3,7 +3,7 @@
 Imported by tests/test_workflow.py, tests/test_faults.py and tests/test_slurm.py
 (not a conftest: plain functions, imported by name).
 
-- `tiny_config()`: config.yaml shrunk so a whole run takes ~2 CPU-minutes.
+- `tiny_config()`: .test/config.yaml, the demo shrunk so a whole run takes ~2 CPU-minutes.
 - `copy_workflow(dest)`: a private copy of the workflow (a test may edit its modules).
 - `snakemake(workdir, *args)`: the CLI in `workdir`, failing with its output tail.
 - `shared_demo_run(tmp_path_factory)`: ONE complete local run of the tiny config per
@@ -26,28 +26,21 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-WORKFLOW_PARTS = ("Snakefile", "rules", "schemas", "workflow_scripts", "profiles")
+WORKFLOW_PARTS = ("Snakefile", "rules", "schemas", "workflow_scripts", "profiles", "report")
 
 # Columns that measure time or memory, not results: excluded when runs are compared.
 TIMING_COLUMNS = frozenset({
     "prefill_ms", "decode_ms", "peak_mem_mb",                    # tokens
     "draft_ms", "verify_ms", "target_only_ms",                  # rounds
-    "c", "expected_speedup_iid", "latency_speedup", "best_gamma",  # summary.csv: from the measured cost ratio
+    "c", "c_lo", "c_hi", "expected_speedup_iid", "latency_speedup",  # summary.csv: from the measured cost ratio
+    "best_gamma", "best_gamma_lo", "best_gamma_hi",
     "loop_ms", "measured_speedup",
 })
 
 
 def tiny_config() -> dict:
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["datasets"]["demo"]["demo"].update(n_train=48, n_test=6)
-    cfg["demo_training"].update(target_steps=12, draft_steps=12, batch_size=8)
-    cfg["decodings"]["greedy"]["max_new_tokens"] = 8
-    cfg["decodings"]["sampled"]["max_new_tokens"] = 8
-    cfg["gammas"] = [1, 2, 3]
-    cfg["speculative"] = {"gammas": [1, 3], "decodings": ["greedy", "sampled"]}
-    cfg["shards"] = 2
-    cfg["bootstrap"] = 50
-    return cfg
+    """The committed smoke-test config, .test/config.yaml (a fresh dict each call)."""
+    return yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -90,9 +83,9 @@ def write_config(workdir: Path, cfg: dict) -> None:
     (Path(workdir) / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-def planned_jobs(workdir: Path) -> dict[str, int]:
-    """Rule -> job count of a dry run (its 'Job stats' table)."""
-    out = snakemake(workdir, "-n").stdout
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count of a dry run (its 'Job stats' table); `args` go to snakemake."""
+    out = snakemake(workdir, "-n", *args).stdout
     if "Nothing to be done" in out:
         return {}
     counts, in_table = {}, False

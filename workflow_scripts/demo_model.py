@@ -1,21 +1,20 @@
 """Rule demo_model: train the demo target (Video-LLaVA arch) or draft (EventGPT arch)."""
-import json
 from pathlib import Path
 
 from specalign import jobs
 from specalign.dataset import samples_from_instructions
 from specalign.demo_models import TrainSettings, train_demo_model
 
-sm = snakemake  # noqa: F821
-log = jobs.setup(sm)
-cfg = json.loads(sm.params.training)
-role = sm.params.role
-root = Path(sm.params.root)
-questions = list(sm.params.questions)
-train = samples_from_instructions(root, root / sm.params.instructions, questions, "train")
-heldout = samples_from_instructions(root, root / sm.params.instructions, questions, "test")
-settings = TrainSettings(steps=cfg[f"{role}_steps"], batch_size=cfg["batch_size"],
-                         learning_rate=cfg["learning_rate"], seed=cfg["seed"])
-log.info("training the demo %s on %d clips (%d held out)", role, len(train), len(heldout))
-stats = train_demo_model(role, sm.params.tokenizer, sm.output[0], train, heldout, settings)
-log.info("stats: %s", stats)
+job = jobs.start(snakemake)  # noqa: F821
+root = Path(job.spec["root"])
+instructions = root / job.spec["instructions"]
+train = samples_from_instructions(root, instructions, job.spec["questions"], "train")
+heldout = samples_from_instructions(root, instructions, job.spec["questions"], "test")
+role = job.spec["role"]
+settings = TrainSettings(**job.spec["training"])
+job.log.info("training the demo %s on %d clips (%d held out)", role, len(train), len(heldout))
+if role == "draft":  # its own caption style (demo_data.DRAFT_STYLES); the target keeps the references
+    job.log.info("draft captions: %.0f%% in the target's style, the rest in the draft's own",
+                 100 * settings.target_style_share)
+stats = train_demo_model(role, job.spec["tokenizer"], job.output[0], train, heldout, settings)
+job.log.info("stats: %s", stats)

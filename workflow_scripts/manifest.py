@@ -2,15 +2,13 @@
 from pathlib import Path
 
 from specalign import jobs
-from specalign.artifacts import write_parquet
 from specalign.dataset import build_manifest
 
-sm = snakemake  # noqa: F821 (injected by the script directive)
-log = jobs.setup(sm)
-root = Path(sm.params.root)
-manifest, errors = build_manifest(root, root / sm.params.instructions, list(sm.params.questions),
-                                  sm.params.split, bool(sm.params.skip_bad))
-meta = jobs.provenance(sm, dataset_root=str(root))
-write_parquet(errors, sm.output.errors, "errors", meta)
-write_parquet(manifest, sm.output.manifest, "manifest", meta)
-log.info("%d samples, %d recorded as bad", manifest.num_rows, errors.num_rows)
+job = jobs.start(snakemake)  # noqa: F821 (injected by the script directive)
+root = Path(job.spec["root"])
+manifest, errors = build_manifest(root, root / job.spec["instructions"], job.spec["questions"], job.spec["split"],
+                                  job.skip_bad, sensor_size=tuple(job.spec["sensor_size"]),
+                                  min_frames=job.spec["min_frames"], short_video=job.spec["short_video"])
+job.write("errors", errors)
+job.write("manifest", manifest)
+job.log.info("%d samples, %d recorded as bad", manifest.num_rows, errors.num_rows)

@@ -4,16 +4,34 @@ Definitions come from shared/reference/acceptance-metrics.md and are used
 exactly; each quantity has one function and one column name:
 
 - Leviathan alpha: mean of summin (sum_x min(p, q)) over target positions.
-- token acceptance rate = sum accepted / sum drafted (vLLM V1).
+- token acceptance rate = sum accepted / sum drafted (vLLM V1), every proposal counted,
+  including those drafted past the end of the answer (see "past the end" below).
+- token acceptance rate in the answer = sum accepted / (sum drafted - post_eos_drafted).
 - tau = sum (accepted + 1) / rounds, the bonus token included (acceptance-metrics.md §3;
   plain decoding = 1). A round that ends the stream on an accepted EOS emits no bonus
   token, so the tokens really emitted per target call are `tokens_per_call` =
   sum emitted / rounds, which is <= tau (equal unless a stream ends on an accepted EOS).
-- per-position acceptance, unconditional and conditional.
+- per-position acceptance, unconditional and conditional, over proposals inside the answer.
 - the i.i.d. (Leviathan) predictions: tokens per target call, speedup, best gamma,
   and the token acceptance rate the i.i.d. model implies.
 - the positional match rate the seed note reported, kept only to show that it
   is a different (and much smaller) number.
+
+Measured vs predicted. MEASURED (from rounds, streams or timings): token_acceptance_rate(_in_answer),
+tau, tokens_per_call, per-position rates, leviathan_alpha, c and its interval. PREDICTED by the
+i.i.d. model from alpha (and c): iid_token_acceptance, expected_tokens_per_call (the summary's
+iid_tau), expected_speedup (expected_speedup_iid), latency_speedup, best_gamma(_lo/_hi).
+A predicted number is never stored in a measured column.
+
+Proposals past the end of the answer. The draft always proposes g = min(gamma,
+max_new_tokens - s - 1) tokens; it does not know where the answer ends. In a round starting at
+s, proposal i (1-based) predicts the token at position s + i - 1 of the stream of length N; when
+s + i - 1 >= N it predicts a token after the stream's last one (after an accepted or emitted EOS)
+and can never be accepted. Such a round has max(0, s + g - N) of them (`post_eos_drafted`). vLLM's
+acceptance rate counts them as rejections (kept as `token_acceptance_rate`); the per-position
+tables do not offer them (otherwise the last positions measure where answers end, not whether
+the draft agrees), and `token_acceptance_rate_in_answer` leaves them out of the denominator.
+A stream cut at the length budget has none: the g cap keeps s + g <= max_new_tokens - 1 = N - 1.
 
 Why the replay and the real loop share code: the replay of a teacher-forced
 pass is exact for greedy decoding, so on identical rounds the two summaries
@@ -166,28 +184,49 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else float("nan")
 
 
-def _per_position_arrays(drafted: np.ndarray, accepted: np.ndarray, gamma: int) -> tuple[np.ndarray, np.ndarray]:
+def drafted_in_answer(start, drafted, length: int) -> np.ndarray:
+    """Per round, the proposals that predict a token of the stream: min(drafted, max(0, N - start)).
+
+    Proposal i (1-based) of a round starting at s predicts the token at position s + i - 1; it lies
+    past the answer when s + i - 1 >= N (N = `length`, the stream's length), so proposals
+    1..N - s are inside and the remaining max(0, s + drafted - N) are past the end (post-EOS).
+    """
+    start = np.asarray(start, dtype=np.int64).reshape(-1)
+    drafted = np.asarray(drafted, dtype=np.int64).reshape(-1)
+    return np.minimum(drafted, np.maximum(0, int(length) - start))
+
+
+def _per_position_arrays(offered_upto: np.ndarray, accepted: np.ndarray, gamma: int) -> tuple[np.ndarray, np.ndarray]:
+    """offered_upto[r]: the last position the round offered (its proposals inside the answer)."""
     uncond = np.full(gamma, np.nan)
     cond = np.full(gamma, np.nan)
     for i in range(1, gamma + 1):
         reached = accepted >= i                    # accepted prefix reaches position i
-        offered = drafted >= i                     # the draft proposed a token at position i
+        offered = offered_upto >= i                # a proposal at position i, inside the answer
         uncond[i - 1] = _ratio(np.sum(reached), np.sum(offered))
         cond[i - 1] = _ratio(np.sum(reached), np.sum(offered & (accepted >= i - 1)))
     return uncond, cond
 
 
-def per_position(rounds: Sequence[Round], gamma: int) -> tuple[np.ndarray, np.ndarray]:
+def per_position(rounds: Sequence[Round], gamma: int,
+                 stream_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(unconditional[i-1], conditional[i-1]) for positions i = 1..gamma, pooled over rounds.
 
-    unconditional = #rounds with accepted >= i / #rounds with drafted >= i
-    conditional   = #rounds with accepted >= i / #rounds with drafted >= i and accepted >= i-1
-    NaN where the denominator is 0 (e.g. no round drafted that far).
+    `rounds` are one sample's rounds along a stream of length N = `stream_length` (None: the sum
+    of their emitted tokens, i.e. the rounds are the whole stream, as replay_rounds returns them).
+    Position i of a round is offered when the draft proposed it AND it predicts a token of the
+    stream (start + i - 1 < N; see drafted_in_answer): a proposal past the end is not counted.
+
+    unconditional = #rounds with accepted >= i / #rounds offering i
+    conditional   = #rounds with accepted >= i / #rounds offering i with accepted >= i-1
+    NaN where the denominator is 0 (e.g. no round drafted that far inside the answer).
     """
     gamma = _check_gamma(gamma)
+    start = np.array([r.start for r in rounds], dtype=np.int64)
     drafted = np.array([r.drafted for r in rounds], dtype=np.int64)
     accepted = np.array([r.accepted for r in rounds], dtype=np.int64)
-    return _per_position_arrays(drafted, accepted, gamma)
+    n = int(sum(r.emitted for r in rounds)) if stream_length is None else int(stream_length)
+    return _per_position_arrays(drafted_in_answer(start, drafted, n), accepted, gamma)
 
 
 def bootstrap_ci(per_sample_num: Sequence[float], per_sample_den: Sequence[float], n_boot: int = N_BOOT,
@@ -199,24 +238,76 @@ def bootstrap_ci(per_sample_num: Sequence[float], per_sample_den: Sequence[float
     the same interval. Resamples whose denominator sums to 0 are dropped (their ratio is undefined);
     (nan, nan) when there is no sample or no resample is defined.
     """
-    num = np.asarray(per_sample_num, dtype=np.float64).reshape(-1)
-    den = np.asarray(per_sample_den, dtype=np.float64).reshape(-1)
-    if num.shape != den.shape:
-        raise ValueError(f"num and den differ in length: {num.shape} vs {den.shape}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    n = len(num)
-    if n == 0 or n_boot < 1:
+    sums = _resampled_sums([per_sample_num, per_sample_den], n_boot, seed, level)
+    if sums is None:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(int(n_boot), n))
-    bnum, bden = num[idx].sum(axis=1), den[idx].sum(axis=1)
+    bnum, bden = sums
     ok = bden != 0
+    return _percentile_interval(bnum[ok] / bden[ok] if ok.any() else np.zeros(0), level)
+
+
+def bootstrap_ratio_of_means_ci(num_a: Sequence[float], den_a: Sequence[float], num_b: Sequence[float],
+                                den_b: Sequence[float], n_boot: int = N_BOOT, seed: int = 0,
+                                level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap CI of (sum num_a / sum den_a) / (sum num_b / sum den_b), resampling SAMPLES.
+
+    The ratio of two pooled means measured on the same samples (e.g. c = mean draft decode ms per
+    token / mean target decode ms per token: per sample, num = summed ms, den = tokens). It draws
+    exactly the resamples bootstrap_ci draws for the same seed and number of samples (one engine),
+    and drops resamples where a pooled mean is undefined (a zero token count) or the denominator
+    mean is 0. (nan, nan) when there is no sample or no resample is defined.
+    """
+    sums = _resampled_sums([num_a, den_a, num_b, den_b], n_boot, seed, level)
+    if sums is None:
+        return float("nan"), float("nan")
+    na, da, nb, db = sums
+    ok = (da != 0) & (db != 0) & (nb != 0)
     if not ok.any():
         return float("nan"), float("nan")
-    ratios = bnum[ok] / bden[ok]
+    return _percentile_interval((na[ok] / da[ok]) / (nb[ok] / db[ok]), level)
+
+
+def bootstrap_paired_difference_ci(num_after: Sequence[float], num_before: Sequence[float],
+                                   den: Sequence[float], n_boot: int = N_BOOT, seed: int = 0,
+                                   level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap CI of sum(num_after) / sum(den) - sum(num_before) / sum(den), resampling
+    SAMPLES paired: both rates are measured on the same samples and positions (two drafts scored
+    along the same target streams), so each resample keeps a sample's before and after together
+    and the interval is of the difference itself, far narrower than two independent intervals."""
+    sums = _resampled_sums([num_after, num_before, den], n_boot, seed, level)
+    if sums is None:
+        return float("nan"), float("nan")
+    a, b, d = sums
+    ok = d != 0
+    return _percentile_interval((a[ok] - b[ok]) / d[ok] if ok.any() else np.zeros(0), level)
+
+
+def _resampled_sums(columns: Sequence[Sequence[float]], n_boot: int, seed: int,
+                    level: float) -> list[np.ndarray] | None:
+    """Per-sample columns summed over each bootstrap resample of the samples (the same draws for all).
+
+    The one place resamples are drawn: `default_rng(seed).integers(0, n, (n_boot, n))`, so every
+    interval of the package with the same seed and number of samples resamples the same sample sets.
+    None when there is nothing to resample.
+    """
+    arrays = [np.asarray(c, dtype=np.float64).reshape(-1) for c in columns]
+    if any(a.shape != arrays[0].shape for a in arrays):
+        raise ValueError(f"per-sample columns differ in length: {[a.shape for a in arrays]}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    n = len(arrays[0])
+    if n == 0 or n_boot < 1:
+        return None
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(int(n_boot), n))
+    return [a[idx].sum(axis=1) for a in arrays]
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    if not len(values):
+        return float("nan"), float("nan")
     tail = (1.0 - level) / 2.0
-    lo, hi = np.quantile(ratios, [tail, 1.0 - tail])
+    lo, hi = np.quantile(values, [tail, 1.0 - tail])
     return float(lo), float(hi)
 
 
@@ -230,9 +321,16 @@ class _SampleRounds:
     """One sample's rounds at one gamma, as arrays (the common form of replay and loop)."""
 
     sample_id: str
+    start: np.ndarray
     drafted: np.ndarray
     accepted: np.ndarray
     emitted: np.ndarray
+    length: int         # N, the stream's length: the replay's scored stream, the loop's emitted total
+
+    @property
+    def in_answer(self) -> np.ndarray:
+        """Per round, the proposals inside the answer (drafted minus those past the stream's end)."""
+        return drafted_in_answer(self.start, self.drafted, self.length)
 
 
 def _pos_columns(max_gamma: int) -> list[str]:
@@ -246,10 +344,13 @@ def _summarise_gamma(gamma: int, samples: list[_SampleRounds], max_gamma: int, n
     `samples` must come in a fixed order (sorted by sample_id): the bootstrap draws indices,
     so the order decides which resamples are drawn.
     """
+    # Every column here is MEASURED (from the rounds); predictions are added by the callers.
     d = [s.drafted.sum() for s in samples]
     a = [s.accepted.sum() for s in samples]
     e = [s.emitted.sum() for s in samples]
     r = [len(s.drafted) for s in samples]
+    ins = [s.in_answer for s in samples]          # per round: proposals inside the answer
+    d_in = [x.sum() for x in ins]
     drafted, accepted, emitted, rounds = int(sum(d)), int(sum(a)), int(sum(e)), int(sum(r))
     row: dict = {
         "gamma": int(gamma),
@@ -258,15 +359,24 @@ def _summarise_gamma(gamma: int, samples: list[_SampleRounds], max_gamma: int, n
         "drafted": drafted,
         "accepted": accepted,
         "emitted": emitted,
+        # vLLM's acceptance rate: accepted / drafted over ALL proposals, those drafted past the end
+        # of the answer (after its EOS) included as rejections; depends on gamma and answer length.
         "token_acceptance_rate": _ratio(accepted, drafted),
         "tau": _ratio(accepted + rounds, rounds),
         "tokens_per_call": _ratio(emitted, rounds),
+        # proposals at or after the end of the stream (start + i - 1 >= N): never acceptable
+        "post_eos_drafted": drafted - int(sum(d_in)),
+        # accepted / proposals inside the answer: the rate without the end-of-answer artefact
+        "token_acceptance_rate_in_answer": _ratio(accepted, sum(d_in)),
     }
     row["token_acceptance_rate_lo"], row["token_acceptance_rate_hi"] = bootstrap_ci(a, d, n_boot, seed)
     row["tau_lo"], row["tau_hi"] = bootstrap_ci([x + y for x, y in zip(a, r)], r, n_boot, seed)
-    all_d = np.concatenate([s.drafted for s in samples]) if samples else np.zeros(0, np.int64)
+    row["token_acceptance_rate_in_answer_lo"], row["token_acceptance_rate_in_answer_hi"] = \
+        bootstrap_ci(a, d_in, n_boot, seed)
+    # per position: a proposal past the end of the answer is not offered
+    all_in = np.concatenate(ins) if samples else np.zeros(0, np.int64)
     all_a = np.concatenate([s.accepted for s in samples]) if samples else np.zeros(0, np.int64)
-    uncond, cond = _per_position_arrays(all_d, all_a, gamma)
+    uncond, cond = _per_position_arrays(all_in, all_a, gamma)
     for i in range(1, max_gamma + 1):
         # Beyond this gamma no position exists: NaN keeps one column set for every row.
         row[f"pos{i}_uncond"] = float(uncond[i - 1]) if i <= gamma else float("nan")
@@ -277,8 +387,10 @@ def _summarise_gamma(gamma: int, samples: list[_SampleRounds], max_gamma: int, n
 _CORE_SCHEMA = {
     "gamma": pl.Int64, "n_samples": pl.Int64, "rounds": pl.Int64, "drafted": pl.Int64,
     "accepted": pl.Int64, "emitted": pl.Int64, "token_acceptance_rate": pl.Float64, "tau": pl.Float64,
-    "tokens_per_call": pl.Float64, "token_acceptance_rate_lo": pl.Float64, "token_acceptance_rate_hi": pl.Float64,
+    "tokens_per_call": pl.Float64, "post_eos_drafted": pl.Int64, "token_acceptance_rate_in_answer": pl.Float64,
+    "token_acceptance_rate_lo": pl.Float64, "token_acceptance_rate_hi": pl.Float64,
     "tau_lo": pl.Float64, "tau_hi": pl.Float64,
+    "token_acceptance_rate_in_answer_lo": pl.Float64, "token_acceptance_rate_in_answer_hi": pl.Float64,
 }
 
 
@@ -324,8 +436,9 @@ def replay_summary(scores: pl.DataFrame, gammas: list[int], n_boot: int = N_BOOT
     """One row per gamma from a teacher-forced "scores" table (exact for greedy decoding).
 
     Columns: the core (gamma, n_samples, rounds, drafted, accepted, emitted,
-    token_acceptance_rate, tau, their 95% CIs, pos{i}_uncond / pos{i}_cond for i up to
-    max(gammas)), plus leviathan_alpha (pooled mean of summin over all positions) with its CI,
+    token_acceptance_rate, tau, post_eos_drafted, token_acceptance_rate_in_answer, their 95% CIs,
+    pos{i}_uncond / pos{i}_cond for i up to max(gammas), post-EOS proposals not offered), plus
+    leviathan_alpha (pooled mean of summin over all positions) with its CI,
     mapped_mass (pooled mean) and iid_token_acceptance (what the i.i.d. model predicts from
     leviathan_alpha, shown beside the measured token_acceptance_rate).
     """
@@ -350,9 +463,11 @@ def replay_summary(scores: pl.DataFrame, gammas: list[int], n_boot: int = N_BOOT
             rds = replay_rounds(matches, g, budget)
             samples.append(_SampleRounds(
                 sid,
+                np.array([r.start for r in rds], dtype=np.int64),
                 np.array([r.drafted for r in rds], dtype=np.int64),
                 np.array([r.accepted for r in rds], dtype=np.int64),
-                np.array([r.emitted for r in rds], dtype=np.int64)))
+                np.array([r.emitted for r in rds], dtype=np.int64),
+                length=len(matches)))       # N: the scored stream's length
         row = _summarise_gamma(g, samples, max_gamma, n_boot, seed)
         row.update({
             "leviathan_alpha": alpha, "leviathan_alpha_lo": alpha_lo, "leviathan_alpha_hi": alpha_hi,
@@ -369,7 +484,9 @@ def rounds_summary(rounds: pl.DataFrame, n_boot: int = N_BOOT, seed: int = 0) ->
     """One row per gamma from a real loop's "rounds" table: the same core columns as replay_summary.
 
     Rounds are checked against the rule's invariants (accepted <= drafted <= gamma, emitted is
-    accepted or accepted + 1) so a broken loop shows up here instead of as a plausible number.
+    accepted or accepted + 1, rounds numbered 0.. with start = tokens emitted before) so a broken
+    loop shows up here instead of as a plausible number. A sample's stream length N (for the
+    proposals past the end of the answer) is its emitted total.
     """
     gammas = sorted(int(g) for g in rounds["gamma"].unique().to_list()) if rounds.height else []
     max_gamma = max(gammas) if gammas else 0
@@ -379,14 +496,25 @@ def rounds_summary(rounds: pl.DataFrame, n_boot: int = N_BOOT, seed: int = 0) ->
     if bad.height:
         raise ValueError(f"{bad.height} rounds break accepted <= drafted <= gamma, emitted in "
                          f"{{accepted, accepted + 1}}; first: {bad.row(0, named=True)}")
-    rows = []
     ordered = rounds.sort(["gamma", "sample_id", "round"])
+    # start must be the tokens emitted before the round: N - start decides which proposals lie
+    # past the end of the answer, so a wrong start would silently move them.
+    chk = ordered.with_columns(
+        (pl.col("emitted").cum_sum() - pl.col("emitted")).over("gamma", "sample_id").alias("_before"),
+        pl.int_range(pl.len()).over("gamma", "sample_id").alias("_k"))
+    bad = chk.filter((pl.col("start") != pl.col("_before")) | (pl.col("round") != pl.col("_k")))
+    if bad.height:
+        raise ValueError(f"{bad.height} rounds have a start that is not the tokens emitted before them (or "
+                         f"rounds not numbered 0, 1, ...); first: {bad.drop('_before', '_k').row(0, named=True)}")
+    rows = []
     for g in gammas:
-        samples = [
-            _SampleRounds(str(sid), part["drafted"].to_numpy().astype(np.int64),
-                          part["accepted"].to_numpy().astype(np.int64), part["emitted"].to_numpy().astype(np.int64))
-            for (sid,), part in ordered.filter(pl.col("gamma") == g).group_by("sample_id", maintain_order=True)
-        ]
+        samples = []
+        for (sid,), part in ordered.filter(pl.col("gamma") == g).group_by("sample_id", maintain_order=True):
+            emitted = part["emitted"].to_numpy().astype(np.int64)
+            samples.append(_SampleRounds(
+                str(sid), part["start"].to_numpy().astype(np.int64), part["drafted"].to_numpy().astype(np.int64),
+                part["accepted"].to_numpy().astype(np.int64), emitted,
+                length=int(emitted.sum())))  # N: the loop's stream is what it emitted
         rows.append(_summarise_gamma(_check_gamma(g), samples, max_gamma, n_boot, seed))
     return _frame(rows, {}, max_gamma)
 
@@ -437,8 +565,15 @@ def positional_match_rate(draft_streams: Mapping[str, Sequence[int]],
 
 def cost_model(draft_prefill_ms: float, draft_decode_ms: float, target_prefill_ms: float,
                target_decode_ms: float, alpha: float, gammas: Sequence[int], new_tokens: int = 64,
-               max_gamma: int = 16) -> pl.DataFrame:
+               max_gamma: int = 16, c_interval: tuple[float, float] | None = None) -> pl.DataFrame:
     """Per gamma: c, the i.i.d. speedup, and a prefill-aware latency estimate for L = new_tokens.
+
+    MEASURED columns: alpha, c (= draft_decode_ms / target_decode_ms), c_lo / c_hi (the interval
+    passed as `c_interval`, e.g. summary.cost_ratio_ci; NaN when not given). PREDICTED by the
+    i.i.d. model from them: tokens_per_call, speedup_iid, target_only_ms, speculative_ms,
+    latency_speedup, best_gamma, and best_gamma_lo = best_gamma at c_hi, best_gamma_hi =
+    best_gamma at c_lo (null without an interval). best_gamma does not increase with c, so
+    best_gamma_lo <= best_gamma_hi; when they differ, timing noise alone could change the answer.
 
     With Tp, Dp the target / draft prefill, Td, Dd their per-token decode times and
     E = expected_tokens_per_call(alpha, gamma):
@@ -468,6 +603,15 @@ def cost_model(draft_prefill_ms: float, draft_decode_ms: float, target_prefill_m
     alpha = _check_alpha(alpha)
     c = float(draft_decode_ms) / float(target_decode_ms)
     best = best_gamma(alpha, c, max_gamma)
+    c_lo, c_hi = (float("nan"), float("nan")) if c_interval is None else (float(c_interval[0]), float(c_interval[1]))
+    for name, v in (("c_lo", c_lo), ("c_hi", c_hi)):
+        if np.isfinite(v) and v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+    if np.isfinite(c_lo) and np.isfinite(c_hi) and c_lo > c_hi:
+        raise ValueError(f"c interval is reversed: ({c_lo}, {c_hi})")
+    # the faster the draft, the longer the best lookahead: the upper c gives the lower gamma
+    best_lo = best_gamma(alpha, c_hi, max_gamma) if np.isfinite(c_hi) else None
+    best_hi = best_gamma(alpha, c_lo, max_gamma) if np.isfinite(c_lo) else None
     rows = []
     for g in gammas:
         g = _check_gamma(g)
@@ -475,8 +619,9 @@ def cost_model(draft_prefill_ms: float, draft_decode_ms: float, target_prefill_m
         target_only = target_prefill_ms + new_tokens * target_decode_ms
         spec = target_prefill_ms + draft_prefill_ms + (new_tokens / e) * (g * draft_decode_ms + target_decode_ms)
         rows.append((g, alpha, c, e, expected_speedup(alpha, g, c), float(target_only), float(spec),
-                     float(target_only / spec), best))
+                     float(target_only / spec), best, c_lo, c_hi, best_lo, best_hi))
     schema = {"gamma": pl.Int64, "alpha": pl.Float64, "c": pl.Float64, "tokens_per_call": pl.Float64,
               "speedup_iid": pl.Float64, "target_only_ms": pl.Float64, "speculative_ms": pl.Float64,
-              "latency_speedup": pl.Float64, "best_gamma": pl.Int64}
+              "latency_speedup": pl.Float64, "best_gamma": pl.Int64, "c_lo": pl.Float64, "c_hi": pl.Float64,
+              "best_gamma_lo": pl.Int64, "best_gamma_hi": pl.Int64}
     return pl.DataFrame(rows, schema=schema, orient="row")

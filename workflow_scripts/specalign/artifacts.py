@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,6 +39,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("num_events", _i64),
         ("width", _i32),                # sensor resolution as seen in the events (x.max+1)
         ("height", _i32),               # (y.max+1)
+        ("num_frames", _i32),           # frames of the video source the sampler reads (mp4, else PNG folder)
+        ("short_video", _bool),         # num_frames < the dataset's min_frames: the 8-frame sampler repeats frames
     ]),
     # .../errors.parquet: every sample that failed a stage, never silently dropped.
     "errors": pa.schema([
@@ -104,7 +108,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("draft_ms", _f32),
         ("verify_ms", _f32),
         ("verify_flip", _bool),         # chunked verification argmax != step-by-step argmax somewhere
+        ("draft_flip", _bool),          # a step-by-step draft proposal != the draft's one-pass argmax there
         ("target_only_ms", _f32),       # per sample (repeated): plain target decoding of the same output
+                                        # (the workflow: from the target's generation-stage timings)
     ]),
 }
 
@@ -122,16 +128,38 @@ def table(name: str, rows: Iterable[dict] | dict[str, list]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=schema)
 
 
-def _atomic(path: Path, write) -> None:
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a temporary sibling of `path` to write; it replaces `path` only if the block ends
+    without an error (a failure or a kill leaves the old file, or none, never a partial one).
+    The one atomic write of the package: every artifact, fingerprint and video goes through it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling directory; it is renamed to `path` (replacing an old one)
+    only when the block ends without an error, so a directory output appears whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        if path.exists():
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -144,7 +172,8 @@ def write_parquet(tbl: pa.Table, path: str | Path, name: str, metadata: dict[str
     for k, v in (metadata or {}).items():
         meta[f"specalign.{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
     tbl = tbl.replace_schema_metadata(meta)
-    _atomic(path, lambda tmp: pq.write_table(tbl, tmp))
+    with atomic_path(path) as tmp:
+        pq.write_table(tbl, tmp)
 
 
 def read_streams(token_files: Iterable[str | Path]) -> dict[str, list[int]]:
@@ -156,23 +185,26 @@ def read_streams(token_files: Iterable[str | Path]) -> dict[str, list[int]]:
     return dict(zip(g["sample_id"].to_list(), g["token_id"].to_list()))
 
 
+def read_stream_timings(token_files: Iterable[str | Path]) -> dict[str, tuple[float, list[float]]]:
+    """Timings of "tokens" artifacts: sample_id -> (prefill_ms, decode_ms in position order)."""
+    import polars as pl
+
+    g = (pl.read_parquet([str(f) for f in token_files], columns=["sample_id", "position", "prefill_ms", "decode_ms"])
+         .sort("sample_id", "position").group_by("sample_id", maintain_order=True)
+         .agg(pl.col("prefill_ms").first(), pl.col("decode_ms")))
+    return {sid: (float(pre), [float(x) for x in dec])
+            for sid, pre, dec in zip(g["sample_id"], g["prefill_ms"], g["decode_ms"])}
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     meta = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"specalign.")}
 
 
 def write_json(obj: Any, path: str | Path) -> None:
-    def w(tmp):
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-
-    _atomic(path, w)
+    write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
 
 
 def write_text(text: str, path: str | Path) -> None:
-    def w(tmp):
-        with open(tmp, "w") as fh:
-            fh.write(text)
-
-    _atomic(path, w)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)

@@ -1,16 +1,20 @@
-"""Config helpers shared by the rules (rules/common.smk) and the scripts.
+"""Config helpers shared by the rules (rules/common.smk), stages.py and the scripts.
 
-Two jobs: cross-reference checks the JSON schema cannot express (a pair naming a
-model that does not exist), and per-stage fingerprints so that a config edit
-reruns exactly the stages it touched.
+Cross-reference checks the JSON schema cannot express (a pair naming a model that
+does not exist), the paths a config resolves to, and the fingerprint writer that
+makes a config edit rerun exactly the jobs it touched (stages.py says what each job reads).
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from .specs import DEMO_FAMILIES
+
+# The kind of a dataset the workflow cuts from raw DSEC sequences, one per configured duration
+# (expand_datasets); users write kind dsec_raw, never this one.
+CLIPS = "clips"
 
 
 class ConfigError(ValueError):
@@ -34,16 +38,42 @@ def check_references(cfg: dict) -> None:
         if name not in decodings:
             raise ConfigError(f"speculative.decodings: no decoding preset named {name!r} under decodings")
     for name, ds in datasets.items():
+        raw_keys = [k for k in ("sequences", "durations_ms") if k in ds]
         if ds["kind"] == "demo":
             if ds.get("root"):
                 raise ConfigError(f"datasets.{name}.root: a demo dataset is always written to results/demo_data/{name}")
-        else:
+        elif ds["kind"] in ("dsec", "dsec_raw"):
             if "demo" in ds:
                 raise ConfigError(f"datasets.{name}.demo: only datasets of kind demo take generator settings")
             if not ds.get("root"):
-                raise ConfigError(f"datasets.{name}.root: a dsec dataset needs the folder that holds it")
+                what = "the raw DSEC sequences" if ds["kind"] == "dsec_raw" else "its clips"
+                raise ConfigError(f"datasets.{name}.root: a {ds['kind']} dataset needs the folder that holds {what}")
+        if ds["kind"] == "dsec_raw":
+            for key in ("sequences", "durations_ms"):
+                if not ds.get(key):
+                    raise ConfigError(f"datasets.{name}.{key}: required for a dsec_raw dataset")
+            splits = sorted(set(ds["sequences"].values()))
+            if ds["split"] is not None and ds["split"] not in splits:
+                raise ConfigError(f"datasets.{name}.split: {ds['split']!r} is the split of none of its sequences "
+                                  f"(their splits: {', '.join(splits)}): nothing would be evaluated")
+            for d in ds["durations_ms"]:
+                if f"{name}_{d}ms" in datasets:
+                    raise ConfigError(f"datasets.{name}.durations_ms: {d} makes dataset {name}_{d}ms, "
+                                      "which is already a dataset name")
+        elif raw_keys and ds["kind"] != CLIPS:
+            raise ConfigError(f"datasets.{name}.{raw_keys[0]}: only datasets of kind dsec_raw take it")
     roles = {}
     for name, m in models.items():
+        if m.get("base") is not None:
+            _check_derived(name, m, models)
+            continue
+        if m.get("distill") is not None:
+            _check_distilled(name, m, models, datasets)
+            continue
+        for key in ("layers", "quantization"):
+            if m.get(key) is not None:
+                raise ConfigError(f"models.{name}.{key}: only a model made from another one (base: MODEL) takes it; "
+                                  f"write models.{name}_draft: {{base: {name}, {key}: ...}}")
         if not m.get("demo") and not m.get("path"):
             raise ConfigError(f"models.{name}.path: required (the local checkpoint directory)")
         if m.get("demo") and m.get("path"):
@@ -52,7 +82,7 @@ def check_references(cfg: dict) -> None:
             if m["demo"] in roles:
                 raise ConfigError(f"models.{name}.demo: {m['demo']!r} is already models.{roles[m['demo']]}")
             roles[m["demo"]] = name
-            want = {"target": "video_llava", "draft": "eventgpt"}[m["demo"]]
+            want = DEMO_FAMILIES[m["demo"]]
             if m["family"] != want:
                 raise ConfigError(f"models.{name}.family: the demo {m['demo']} is a {want} model")
     if roles and cfg["demo_training"]["dataset"] not in datasets:
@@ -62,31 +92,124 @@ def check_references(cfg: dict) -> None:
             raise ConfigError(f"decodings.{name}: temperature/top_p have no effect when do_sample is false")
 
 
+def expand_datasets(cfg: dict) -> dict:
+    """Replace every dsec_raw dataset by one dataset of kind `clips` per duration, named
+    NAME_{duration}ms, in place (and return cfg). Idempotent. Every later stage sees plain clip
+    datasets, so a duration is compared with another like any two datasets, and adding one
+    plans only its own jobs."""
+    expanded = {}
+    for name, ds in cfg["datasets"].items():
+        if ds["kind"] != "dsec_raw":
+            expanded[name] = ds
+            continue
+        for d in ds["durations_ms"]:
+            clip = {k: v for k, v in ds.items() if k not in ("durations_ms", "kind", "root")}
+            expanded[f"{name}_{d}ms"] = {**clip, "kind": CLIPS, "raw_root": ds["root"], "duration_ms": d}
+    cfg["datasets"].clear()
+    cfg["datasets"].update(expanded)
+    return cfg
+
+
+# quantization method -> (the device type it runs on, the torchao config class applying it)
+QUANTIZATION = {
+    "int8_dynamic": ("cpu", "Int8DynamicActivationInt8WeightConfig"),
+    "int8_weight": ("cuda", "Int8WeightOnlyConfig"),
+    "int4_weight": ("cuda", "Int4WeightOnlyConfig"),
+}
+
+
+def _check_derived(name: str, m: dict, models: dict) -> None:
+    """A model made from another (`base`): same family, no checkpoint of its own, a change that
+    the machine can run (checked here, before any job starts)."""
+    base = m["base"]
+    if base not in models:
+        raise ConfigError(f"models.{name}.base: no model named {base!r} under models (known: {', '.join(sorted(models))})")
+    if models[base].get("base") is not None:
+        raise ConfigError(f"models.{name}.base: {base!r} is itself made from {models[base]['base']!r}; "
+                          f"name that one as the base")
+    if m["family"] != models[base]["family"]:
+        raise ConfigError(f"models.{name}.family: {m['family']!r}, but its base {base!r} is a "
+                          f"{models[base]['family']!r} model")
+    for key in ("path", "tokenizer", "demo"):
+        if m.get(key):
+            raise ConfigError(f"models.{name}.{key}: a model made from {base!r} uses its checkpoint and tokenizer")
+    if m.get("layers") is None and m.get("quantization") is None:
+        raise ConfigError(f"models.{name}: base {base!r} with neither layers nor quantization is {base!r} itself")
+    method = m.get("quantization")
+    if method is not None:
+        device, _ = QUANTIZATION[method]
+        if not str(m["device"]).startswith(device):
+            raise ConfigError(f"models.{name}.quantization: {method} runs on {device}, but models.{name}.device "
+                              f"is {m['device']!r}")
+        import importlib.util
+
+        if importlib.util.find_spec("torchao") is None:
+            raise ConfigError(f"models.{name}.quantization: {method} needs the torchao package, which is not "
+                              "installed (scripts/setup.sh installs it)")
+
+
+def _check_distilled(name: str, m: dict, models: dict, datasets: dict) -> None:
+    d = m["distill"]
+    for role in ("draft", "target"):
+        if d[role] not in models:
+            raise ConfigError(f"models.{name}.distill.{role}: no model named {d[role]!r} under models")
+        if models[d[role]].get("distill") is not None:
+            raise ConfigError(f"models.{name}.distill.{role}: {d[role]!r} is itself distilled; name its original")
+    if m["family"] != models[d["draft"]]["family"]:
+        raise ConfigError(f"models.{name}.family: {m['family']!r}, but distill.draft {d['draft']!r} is a "
+                          f"{models[d['draft']]['family']!r} model")
+    for key in ("path", "tokenizer", "demo", "base", "layers", "quantization"):
+        if m.get(key):
+            raise ConfigError(f"models.{name}.{key}: a distilled model is trained by the workflow "
+                              f"(results/distilled/{name}) from distill.draft")
+    if d["dataset"] not in datasets:
+        raise ConfigError(f"models.{name}.distill.dataset: no dataset named {d['dataset']!r}")
+
+
+def distilled_path(name: str) -> str:
+    return f"results/distilled/{name}"
+
+
 def dataset_root(cfg: dict, name: str) -> str:
+    """Where a dataset's clips are: built by the workflow (demo, clips) or given (dsec)."""
     ds = cfg["datasets"][name]
-    return f"results/demo_data/{name}" if ds["kind"] == "demo" else ds["root"]
+    if ds["kind"] == "demo":
+        return f"results/demo_data/{name}"
+    if ds["kind"] == CLIPS:
+        return f"results/clips/{name}"
+    return ds["root"]
+
+
+def checkpoint_model(cfg: dict, name: str) -> str:
+    """The model whose checkpoint `name` loads: itself, or its `base`."""
+    return cfg["models"][name].get("base") or name
 
 
 def model_path(cfg: dict, name: str) -> str:
+    name = checkpoint_model(cfg, name)
     m = cfg["models"][name]
+    if m.get("distill"):
+        return distilled_path(name)
     return f"results/demo_models/{name}" if m.get("demo") else m["path"]
 
 
 def tokenizer_path(cfg: dict, name: str) -> str:
-    m = cfg["models"][name]
+    m = cfg["models"][checkpoint_model(cfg, name)]
+    if m.get("distill"):  # the distilled draft keeps its original's tokenizer
+        return tokenizer_path(cfg, m["distill"]["draft"])
     if m.get("tokenizer"):
         return m["tokenizer"]
     return f"results/demo_tokenizers/{m['demo']}" if m.get("demo") else m["path"]
 
 
 def model_spec_dict(cfg: dict, name: str) -> dict:
-    """What a backend needs to load `name` (path resolved); `gpu` is scheduling only.
+    """The fields of specs.ModelSpec for `name` (path resolved); `gpu` is scheduling only.
 
     A demo checkpoint carries its own tokenizer; a real model may name another directory."""
-    m = {k: v for k, v in cfg["models"][name].items() if k not in ("gpu", "demo", "tokenizer")}
+    m = {k: v for k, v in cfg["models"][name].items() if k not in ("gpu", "demo", "tokenizer", "base", "distill")}
     m["path"] = model_path(cfg, name)
-    if cfg["models"][name].get("tokenizer") and not cfg["models"][name].get("demo"):
-        m["tokenizer"] = cfg["models"][name]["tokenizer"]
+    own = cfg["models"][checkpoint_model(cfg, name)]
+    m["tokenizer"] = own.get("tokenizer") if not own.get("demo") else None
     return m
 
 
@@ -96,13 +219,10 @@ def write_fingerprint(path: str | Path, obj: Any) -> Path:
     Used as a rule input: its mtime moves only when the stage's config really
     changed, so reordering keys or reverting an edit reruns nothing.
     """
+    from .artifacts import write_text
+
     path = Path(path)
     text = canonical(obj) + "\n"
-    if path.exists() and path.read_text() == text:
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    if not (path.exists() and path.read_text() == text):
+        write_text(text, path)
     return path

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -39,6 +40,8 @@ class Sample:
     num_events: int = 0
     width: int = 0
     height: int = 0
+    num_frames: int = 0                 # frames of the video source the sampler reads (0: unknown)
+    short_video: bool = False           # fewer than the configured min_frames (the sampler repeats frames)
 
 
 class EventFileError(ValueError):
@@ -277,7 +280,65 @@ def _rel(path: Path | None, root: Path) -> str:
         return str(path)
 
 
-def _manifest_row(sample: Sample, root: Path) -> dict:
+SHORT_VIDEO_POLICIES = ("refuse", "mark")
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def check_events(ev: dict, sensor_size: tuple[int, int] | None = None) -> None:
+    """Raise ValueError (the reason, with the first offending event) unless the stream is usable.
+
+    t: finite and non-decreasing (equal timestamps are allowed: DSEC has them); x, y: finite,
+    >= 0 and, when ``sensor_size`` (height, width) is given, x < width and y < height. The
+    comparisons are done on the arrays as stored (no np.diff: it wraps around for unsigned t).
+    """
+    t, x, y = ev["t"], ev["x"], ev["y"]
+    for k, arr in (("t", t), ("x", x), ("y", y)):
+        if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+            i = _first(~np.isfinite(arr))
+            raise ValueError(f"'{k}' is not finite at event {i} ({k}={arr[i]})")
+    if t.shape[0] > 1:
+        down = t[1:] < t[:-1]
+        if down.any():
+            i = _first(down) + 1
+            raise ValueError(f"timestamps decrease at event {i} (t[{i - 1}]={t[i - 1]}, t[{i}]={t[i]}): "
+                             "events must be sorted by t")
+    for k, arr in (("x", x), ("y", y)):
+        if arr.dtype != np.bool_ and arr.min() < 0:
+            i = _first(arr < 0)
+            raise ValueError(f"'{k}' is negative at event {i} ({k}={arr[i]})")
+    if sensor_size is not None:
+        height, width = (int(v) for v in sensor_size)
+        for k, arr, limit in (("x", x, width), ("y", y, height)):
+            if arr.max() >= limit:
+                i = _first(arr >= limit)
+                raise ValueError(f"'{k}' = {arr[i]} at event {i} lies outside the {height}x{width} sensor "
+                                 f"({k} must be < {limit})")
+
+
+def count_frames(src: str | Path) -> int:
+    """Frames the sampler (video.sample_frames) would choose from: the PNG files of a frame
+    folder, or a video's frame count, read from its container header when it records one
+    (mp4 does) and else by counting packets; nothing is decoded."""
+    src = Path(src)
+    if src.is_dir():
+        return len(video._png_files(src))
+    try:
+        with av.open(str(src)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{src}: no video stream")
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"{src}: cannot read video: {exc}") from exc
+
+
+def _manifest_row(sample: Sample, root: Path, sensor_size: tuple[int, int] | None = None,
+                  min_frames: int = 8, short_video: str = "mark") -> dict:
     """One manifest row, or SampleError naming the sample and the bad file."""
     sid = sample.sample_id
     if sample.event_path is None:
@@ -289,6 +350,10 @@ def _manifest_row(sample: Sample, root: Path) -> dict:
     n = int(ev["t"].shape[0])
     if n == 0:
         raise SampleError(sid, _rel(sample.event_path, root), "event file holds zero events")
+    try:
+        check_events(ev, sensor_size)
+    except ValueError as exc:
+        raise SampleError(sid, _rel(sample.event_path, root), str(exc)) from exc
 
     # The video is the target's input: a declared mp4 must decode (it is what
     # sample_video_frames reads first); a declared but absent mp4 or PNG
@@ -311,6 +376,19 @@ def _manifest_row(sample: Sample, root: Path) -> dict:
         raise SampleError(sid, ", ".join(declared) or None,
                           f"no readable video: mp4 absent, PNG frame folder absent or unreadable{png_problem}")
 
+    # The frame count of the source sample_video_frames reads (the mp4 first): with fewer than
+    # min_frames the sampler repeats frames, so such a clip is refused or marked, per config.
+    src = mp4 if mp4 is not None else vdir
+    try:
+        num_frames = count_frames(src)
+    except (OSError, ValueError) as exc:
+        raise SampleError(sid, _rel(src, root), f"cannot count video frames: {exc}") from exc
+    short = num_frames < min_frames
+    if short and short_video == "refuse":
+        raise SampleError(sid, _rel(src, root),
+                          f"short video: {num_frames} frames, fewer than min_frames {min_frames} "
+                          f"(short_video: refuse)")
+
     # Pre-rendered event images are optional (they can be rendered from the
     # events): keep the list only when all of them exist.
     images = sample.event_image_paths
@@ -329,24 +407,34 @@ def _manifest_row(sample: Sample, root: Path) -> dict:
         "num_events": n,
         "width": int(ev["x"].max()) + 1,
         "height": int(ev["y"].max()) + 1,
+        "num_frames": num_frames,
+        "short_video": short,
     }
 
 
 def build_manifest(root: str | Path, json_path: str | Path, questions: Sequence[str], split: str | None,
-                   skip_bad: bool) -> tuple[pa.Table, pa.Table]:
+                   skip_bad: bool, *, sensor_size: tuple[int, int] | None = None, min_frames: int = 8,
+                   short_video: str = "mark") -> tuple[pa.Table, pa.Table]:
     """(manifest, errors) tables for every sample of the split.
 
-    Each sample's events are loaded (restricted unpickler) to record
-    duration_ms, num_events, width = x.max+1, height = y.max+1, and its video
-    is checked. A bad sample raises SampleError, or with skip_bad becomes an
-    errors row (stage "manifest") and is left out: never silently dropped.
-    Paths in the manifest are relative to root.
+    Each sample's events are loaded (restricted unpickler) and checked
+    (check_events: t finite and non-decreasing, x, y >= 0 and inside
+    ``sensor_size`` = (height, width) when given; the workflow always gives
+    it) to record duration_ms, num_events, width = x.max+1, height = y.max+1;
+    its video is checked and its frames counted (num_frames). A video with
+    fewer than ``min_frames`` frames is kept with short_video true
+    (``short_video="mark"``) or is a bad sample (``"refuse"``). A bad sample
+    raises SampleError, or with skip_bad becomes an errors row (stage
+    "manifest") and is left out: never silently dropped. Paths in the
+    manifest are relative to root.
     """
+    if short_video not in SHORT_VIDEO_POLICIES:
+        raise ValueError(f"short_video must be one of {SHORT_VIDEO_POLICIES}, got {short_video!r}")
     root = Path(root).resolve()
     rows, errors = [], []
     for sample in samples_from_instructions(root, json_path, questions, split):
         try:
-            rows.append(_manifest_row(sample, root))
+            rows.append(_manifest_row(sample, root, sensor_size, int(min_frames), short_video))
         except SampleError as exc:
             if not skip_bad:
                 raise
@@ -376,6 +464,8 @@ def samples_from_manifest(manifest: str | Path | pa.Table, root: str | Path) -> 
             num_events=int(r["num_events"]),
             width=int(r["width"]),
             height=int(r["height"]),
+            num_frames=int(r.get("num_frames") or 0),
+            short_video=bool(r.get("short_video") or False),
         )
         for r in tbl.to_pylist()
     ]

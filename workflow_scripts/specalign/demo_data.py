@@ -10,21 +10,28 @@ direction from events but can only guess the colour. Every colour is far
 brighter than every background pixel, so a moving edge always fires events
 and always with the same polarity pattern.
 
+The reference caption stored with each clip is the target's rigid template;
+the draft is trained on the same content mostly in its own phrasing
+("there is a circle moving to the left", see DRAFT_STYLES), as the real pair
+was trained on different instruction data, so that its free-running text and
+the target's differ from the first word although teacher forcing along the
+target's text still accepts most tokens.
+
 It is written in the DSEC clip layout (see dataset.py) so the one reader
 serves demo and real data.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
+from . import artifacts
 from . import events as ev
 from .video import write_mp4
 
@@ -72,7 +79,113 @@ class DemoSpec:
 
 
 def caption(colour: str, shape: str, direction: str) -> str:
+    """The target's caption, and the reference stored in the dataset: one rigid template."""
     return f"a {colour} {shape} moves {direction}"
+
+
+# ---------------------------------------------------------------- the draft's own caption style
+# EventGPT and Video-LLaVA were trained on different instruction data, so the same content comes out
+# phrased differently ("In the scene ..." against "The ..."). The demo reproduces that: the target is
+# trained on caption() alone, the draft on the same content in its OWN style for most clips and on the
+# target's caption for the rest (TARGET_STYLE_SHARE), so that under teacher forcing it can still follow
+# a target prefix once that prefix has shown the target's style. Shares of the draft's training clips:
+#   20%  "a red circle moves left"               the target's caption (TARGET_STYLE_SHARE)
+#   55%  "there is a circle moving to the left"   leaves the colour out: the draft cannot see it
+#   25%  "a red circle is moving to the left"     guesses the colour (trained on the true one, which the
+#                                                 events do not show, so it learns a uniform guess)
+# Why these numbers: the draft's greedy choice at a fork is whichever continuation most of its training
+# clips that agree with the prefix so far take. "there" (55%) beats "a" (45%) as the first word, so the
+# free-running draft mostly writes its own style and a position-by-position comparison with the target
+# fails from the first word on; along the target's prefix "a red circle", "is" (25%) beats "moves" (20%);
+# every later target token is the only continuation left, and the colour word is a 1-in-4 guess. So
+# teacher-forced acceptance lands near (0 + 1/4 + 1 + 0 + 1 + 1) / 6 = 0.54, not at the 0.86 of one
+# template. A different target share splits the rest 55 : 25 between the two draft styles.
+TARGET_STYLE_SHARE = 0.20
+DRAFT_STYLES: tuple[tuple[str, float], ...] = (
+    ("there is a {shape} moving {where}", 0.55),
+    ("a {colour} {shape} is moving {where}", 0.25),
+)
+# "moving to the up" is not English: the draft says where only for the horizontal directions. The
+# direction word itself stays one word, so the training augmentation's word swaps (left <-> right,
+# up <-> down) apply to both styles unchanged.
+WHERE = {"left": "to the left", "right": "to the right", "up": "up", "down": "down"}
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+TARGET_STYLE = -1  # the style label of a clip that keeps the target's caption
+
+
+def draft_caption(style: int, colour: str, shape: str, direction: str) -> str:
+    """The caption of (colour, shape, direction) in draft style `style` (an index of DRAFT_STYLES),
+    or the target's caption for TARGET_STYLE."""
+    if style == TARGET_STYLE:
+        return caption(colour, shape, direction)
+    return DRAFT_STYLES[style][0].format(colour=colour, shape=shape, where=WHERE[direction])
+
+
+def parse_caption(text: str) -> tuple[str | None, str, str] | None:
+    """(colour or None, shape, direction) that a caption of either style names; None unless it
+    names exactly one shape and one direction and at most one colour."""
+    words = text.split()
+    colours = [w for w in words if w in COLOURS]
+    shapes = [w for w in words if w in SHAPES]
+    directions = [w for w in words if w in DIRECTIONS]
+    if len(shapes) != 1 or len(directions) != 1 or len(colours) > 1:
+        return None
+    return (colours[0] if colours else None), shapes[0], directions[0]
+
+
+def draft_style_phrasings(captions: Iterable[str]) -> list[str]:
+    """Every draft-style phrasing of every target caption, in either direction of its axis (the
+    training augmentation swaps left/right and up/down): what the demo tokenizer must also learn.
+    Captions that parse_caption cannot read, or that name no colour, give none. First occurrence
+    order, no duplicates."""
+    out: list[str] = []
+    for text in captions:
+        parsed = parse_caption(text)
+        if parsed is None or parsed[0] is None:
+            continue
+        colour, shape, direction = parsed
+        for d in (direction, OPPOSITE[direction]):
+            out.extend(draft_caption(k, colour, shape, d) for k in range(len(DRAFT_STYLES)))
+    return list(dict.fromkeys(out))
+
+
+def caption_corpus(captions: Iterable[str]) -> list[str]:
+    """The captions the demo tokenizers are trained on: the target's, then the draft style's."""
+    captions = list(captions)
+    return list(dict.fromkeys([*captions, *draft_style_phrasings(captions)]))
+
+
+def draft_style_labels(n: int, seed: int, target_share: float = TARGET_STYLE_SHARE) -> list[int]:
+    """The caption style of each of n draft training clips: TARGET_STYLE or an index of DRAFT_STYLES.
+
+    Exactly round(target_share * n) clips keep the target's caption; the rest are split over
+    DRAFT_STYLES by their weights (largest remainder, ties to the earlier style); which clip gets which
+    is a permutation drawn from `seed` (the demo training seed) and nothing else.
+    """
+    if not 0.0 <= target_share <= 1.0:
+        raise ValueError(f"target_share must lie in [0, 1], got {target_share}")
+    n_target = int(round(target_share * n))
+    rest = n - n_target
+    weights = np.array([w for _, w in DRAFT_STYLES], dtype=np.float64)
+    exact = rest * weights / weights.sum()
+    counts = np.floor(exact).astype(int)
+    for k in np.argsort(-(exact - counts), kind="stable")[: rest - counts.sum()]:
+        counts[k] += 1
+    labels = np.array([TARGET_STYLE] * n_target + [k for k, c in enumerate(counts) for _ in range(c)])
+    order = np.random.default_rng([seed, 0x57E1]).permutation(n)
+    return [int(x) for x in labels[order]]
+
+
+def draft_training_captions(references: Sequence[str], seed: int,
+                            target_share: float = TARGET_STYLE_SHARE) -> list[str]:
+    """The draft's training caption of each clip: its reference (the target's caption) re-phrased in
+    the style draft_style_labels gives it. A reference that names no colour, shape and direction
+    (parse_caption) keeps its text whatever its label."""
+    out = []
+    for text, style in zip(references, draft_style_labels(len(references), seed, target_share)):
+        parsed = parse_caption(text)
+        out.append(text if parsed is None or parsed[0] is None else draft_caption(style, *parsed))
+    return out
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -239,7 +352,17 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path, format="PNG", compress_level=6)
 
 
-def _write_clip(root: Path, seq: str, clip_index: int, frames: np.ndarray, data: dict, fps: float) -> dict:
+def write_clip(root: Path, seq: str, clip_index: int, frames: np.ndarray, data: dict, fps: float,
+               sensor_size: tuple[int, int] | None = None) -> dict:
+    """Write one clip in the DSEC clip layout under root; return its instruction-entry paths.
+
+    event_npy/{seq}/{clip:06d}.npy (the pickled dict ``data``), the frames as
+    video/{seq}/{clip:06d}/{k:06d}.png and mp4/{seq}/{clip:06d}.mp4, and the
+    five EventGPT event pictures event_image/{seq}/{clip:06d}_{k}.png on a
+    ``sensor_size`` (height, width) canvas (default: the frames' size, which
+    is the demo's sensor). The one writer for the demo and the raw-DSEC
+    builder (dsec_raw.py), so both produce byte-for-byte the same layout.
+    """
     name = f"{clip_index:06d}"
     (root / "event_npy" / seq).mkdir(parents=True, exist_ok=True)
     np.save(root / "event_npy" / seq / f"{name}.npy", data, allow_pickle=True)
@@ -248,13 +371,13 @@ def _write_clip(root: Path, seq: str, clip_index: int, frames: np.ndarray, data:
     for k, frame in enumerate(frames):
         _save_png(frame, frame_dir / f"{k:06d}.png")
     write_mp4(frames, root / "mp4" / seq / f"{name}.mp4", fps=fps)
-    size = frames.shape[1]
+    height, width = frames.shape[1:3] if sensor_size is None else sensor_size
     image_dir = root / "event_image" / seq
     image_dir.mkdir(parents=True, exist_ok=True)
     image_paths = []
     # Sensor-sized canvases (not EventGPT's per-chunk size): the pictures
-    # keep the shape's true position and all five have one size.
-    for k, img in enumerate(ev.eventgpt_frames(data, N_EVENT_FRAMES, height=size, width=size)):
+    # keep the events' true position and all five have one size.
+    for k, img in enumerate(ev.eventgpt_frames(data, N_EVENT_FRAMES, height=height, width=width)):
         _save_png(img, image_dir / f"{name}_{k}.png")
         image_paths.append(f"{seq}/{name}_{k}.png")
     return {
@@ -263,6 +386,21 @@ def _write_clip(root: Path, seq: str, clip_index: int, frames: np.ndarray, data:
         "mp4_data": f"{seq}/{name}.mp4",
         "event_image": image_paths,
     }
+
+
+@contextmanager
+def atomic_dataset_dir(root: str | Path, what: str = "the dataset") -> Iterator[Path]:
+    """artifacts.atomic_dir for a dataset root: yield a temporary sibling, renamed to root when complete.
+
+    A killed or failed build never leaves a root that looks finished. Unlike
+    a pipeline output, a dataset is never silently replaced: root must not
+    exist or be an empty directory (``what`` names the dataset in that error).
+    """
+    root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root}: already exists and is not empty; remove it to rebuild {what}")
+    with artifacts.atomic_dir(root) as tmp:
+        yield tmp
 
 
 def build_demo_dataset(root: str | Path, spec: DemoSpec = DemoSpec()) -> int:
@@ -280,18 +418,14 @@ def build_demo_dataset(root: str | Path, spec: DemoSpec = DemoSpec()) -> int:
         raise ValueError(f"DemoSpec.frames must be >= 2 (events need motion), got {spec.frames}")
     if not (spec.fps > 0 and spec.contrast_threshold > 0 and spec.n_train >= 0 and spec.n_test >= 0):
         raise ValueError(f"DemoSpec needs fps > 0, contrast_threshold > 0, n_train/n_test >= 0: {spec}")
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root}: already exists and is not empty; remove it to rebuild the demo dataset")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
-    try:
-        entries = []
-        global_index = 0
+    entries = []
+    global_index = 0
+    with atomic_dataset_dir(root, "the demo dataset") as tmp:
         for split_index, ((split, seq), count) in enumerate(zip(SPLITS, (spec.n_train, spec.n_test))):
             for i in range(count):
                 frames, data, text = make_clip(spec, split_index, i, global_index)
                 global_index += 1
-                paths = _write_clip(tmp, seq, i, frames, data, spec.fps)
+                paths = write_clip(tmp, seq, i, frames, data, spec.fps)
                 entries.append({
                     "id": f"{seq}/{i:06d}",
                     "split": split,
@@ -301,11 +435,4 @@ def build_demo_dataset(root: str | Path, spec: DemoSpec = DemoSpec()) -> int:
         with open(tmp / "instructions.json", "w") as fh:
             json.dump(entries, fh, indent=1)
             fh.write("\n")
-        os.chmod(tmp, 0o755)                      # mkdtemp makes it 0700
-        if root.exists():
-            root.rmdir()                          # the empty directory checked above
-        os.rename(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return global_index

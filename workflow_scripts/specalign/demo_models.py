@@ -1,9 +1,13 @@
 """The tiny demo pair: a Video-LLaVA-architecture target and an EventGPT-architecture draft.
 
-Both are trained on the demo's train split so that their answers are real captions
-("a red circle moves left"). The target sees RGB frames, the draft only events of
-equal-luminance colours, so the demo has a known truth: the draft cannot see colour,
-and its disagreements with the target should be colour words.
+Both are trained on the demo's train split so that their answers are real captions.
+The target sees RGB frames, the draft only events of equal-luminance colours, so the
+demo has a known truth: the draft cannot see colour. The target learns the dataset's
+reference captions ("a red circle moves left"); the draft learns the same content
+mostly in its own phrasing ("there is a circle moving to the left"), with a share of
+target-style captions (demo_data.DRAFT_STYLES, TARGET_STYLE_SHARE), as EventGPT and
+Video-LLaVA were trained on different instruction data. So its disagreements with the
+target are its style (first word, verb) and the colour words.
 
 Training goes through the same backend code that inference uses: the untrained model
 is written as a checkpoint, loaded back by its backend, and every clip is prepared by
@@ -23,7 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .models import ModelSpec, PromptInputs
+from .backends.base import PromptInputs
+from .demo_data import TARGET_STYLE_SHARE, draft_style_labels, draft_training_captions, parse_caption
+from .specs import DEMO_FAMILIES, ModelSpec, schema_defaults
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +43,21 @@ FLIP_WORDS = {"left": "right", "right": "left"}
 REVERSE_WORDS = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
+_TRAINING = schema_defaults("demo_training")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 600
-    batch_size: int = 32
-    learning_rate: float = 1e-3
+    steps: int  # the role's demo_training.{target,draft}_steps
+    batch_size: int = _TRAINING["batch_size"]
+    learning_rate: float = _TRAINING["learning_rate"]
+    seed: int = _TRAINING["seed"]
+    # optimiser details that are not config (demo-training-facts.md)
     weight_decay: float = 0.01
     warmup_frac: float = 0.05
     grad_clip: float = 1.0
-    seed: int = 0
+    # the draft only: share of its training clips that keep the target's caption (demo_data.py)
+    target_style_share: float = TARGET_STYLE_SHARE
 
 
 def swap_words(caption: str, table: dict[str, str]) -> str:
@@ -80,7 +92,7 @@ def build_draft(tokenizer, seed: int = 0):
     """A tiny EventChat (EventGPT) model with a self-contained CLIP tower."""
     from transformers import CLIPVisionConfig
 
-    from .eventgpt import EventChatConfig, EventChatForCausalLM
+    from .backends.eventgpt import EventChatConfig, EventChatForCausalLM
 
     torch.manual_seed(seed)
     vision = CLIPVisionConfig(initializer_range=INIT_RANGE, **VISION)
@@ -102,6 +114,16 @@ class Example:
 
 def prepare_examples(backend, samples) -> list[Example]:
     return [Example(backend.prepare(s), s.reference) for s in samples]
+
+
+def role_captions(role: str, references, settings: TrainSettings) -> list[str]:
+    """The captions `role` is trained on: the references for the target; for the draft the same
+    content in its own style except on a share of target-style clips (demo_data.draft_training_captions,
+    seeded by the training seed)."""
+    references = list(references)
+    if role == "target":
+        return references
+    return draft_training_captions(references, settings.seed, settings.target_style_share)
 
 
 def _augment(ex: Example, family: str, rng: random.Random, mean: torch.Tensor, std: torch.Tensor):
@@ -139,9 +161,9 @@ def _batch(examples, tokenizer, family, rng, augment, mean, std, pad_id):
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     lab = torch.full((len(seqs), width), -100, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, (s, l) in enumerate(zip(seqs, labels)):  # right padding: training needs no cache
+    for i, (s, lb) in enumerate(zip(seqs, labels)):  # right padding: training needs no cache
         ids[i, : len(s)] = torch.tensor(s)
-        lab[i, : len(l)] = torch.tensor(l)
+        lab[i, : len(lb)] = torch.tensor(lb)
         mask[i, : len(s)] = 1
     return ids, lab, mask, {key: torch.cat(visuals, 0)}
 
@@ -198,9 +220,12 @@ def train(backend, examples: list[Example], settings: TrainSettings, heldout: li
                      sched.get_last_lr()[0], time.perf_counter() - t0)
     model.eval()
     stats = {"steps": settings.steps, "seconds": round(time.perf_counter() - t0, 1), "final_loss": loss.item()}
+    # train: against the role's own training captions; heldout: against the reference (target) caption
     for name, exs in (("train", examples[:96]), ("heldout", list(heldout))):
         if exs:
             stats[f"{name}_caption_accuracy"] = caption_accuracy(backend, exs)
+    if heldout:
+        stats["heldout_free_running"] = free_running_accuracy(backend, list(heldout))
     log.info("training done: %s", stats)
     return stats
 
@@ -220,45 +245,72 @@ def caption_accuracy(backend, examples: list[Example]) -> float:
     return ok / len(examples)
 
 
+@torch.no_grad()
+def free_running_accuracy(backend, examples: list[Example], max_new_tokens: int = 16) -> dict:
+    """Greedy free-running answers against the examples' (reference) captions, whatever their phrasing:
+    exact caption, shape and direction both named right (content), colour named and right, no colour
+    named, and the share of answers opening with each first word."""
+    from .generation import generate
+    from .specs import Decoding
+
+    out = generate(backend, [ex.prompt for ex in examples], Decoding(name="greedy", do_sample=False,
+                                                                       max_new_tokens=max_new_tokens),
+                   batch_size=16)
+    n = len(examples)
+    exact = content = colour = no_colour = 0
+    first: dict[str, int] = {}
+    for ex, g in zip(examples, out):
+        text = backend.tokenizer.decode(g.token_ids, skip_special_tokens=True).strip()
+        want, got = parse_caption(ex.caption), parse_caption(text)
+        exact += text == ex.caption
+        if want is not None and got is not None:
+            content += got[1:] == want[1:]
+            colour += got[0] is not None and got[0] == want[0]
+        no_colour += got is not None and got[0] is None
+        word = text.split(" ", 1)[0] if text else ""
+        first[word] = first.get(word, 0) + 1
+    return {"clips": n, "exact": exact / n, "content": content / n, "colour": colour / n,
+            "no_colour": no_colour / n, "first_word": {k: v / n for k, v in sorted(first.items())}}
+
+
 # ---------------------------------------------------------------- entry point
 def train_demo_model(role: str, tokenizer_dir: str | Path, out_dir: str | Path, train_samples, heldout_samples,
                      settings: TrainSettings) -> dict:
     """Build, save, reload through the backend, train, save: the demo `role` ('target' or 'draft')."""
     from transformers import AutoTokenizer
 
-    from .models import load_backend
+    from .artifacts import atomic_dir, write_json
+    from .backends import load_backend
+    from .backends.eventgpt import write_official_checkpoint
 
     out_dir = Path(out_dir)
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    family = {"target": "video_llava", "draft": "eventgpt"}[role]
-    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
+    family = DEMO_FAMILIES[role]
+    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp, \
+            atomic_dir(out_dir) as staging:  # the whole checkpoint directory appears at once
         init_dir = Path(tmp) / "init"
         if role == "target":
             model = build_target(tok, settings.seed)
             model.save_pretrained(init_dir)
             tok.save_pretrained(init_dir)
         else:
-            from .eventgpt import write_official_checkpoint
-
             model = build_draft(tok, settings.seed)
             write_official_checkpoint(model, tok, init_dir, include_clip=True)
         backend = load_backend(ModelSpec(name=f"demo_{role}", family=family, path=str(init_dir)))
         log.info("%s: %d parameters", role, sum(p.numel() for p in backend.model.parameters()))
-        examples = prepare_examples(backend, train_samples)
+        train_samples = list(train_samples)
+        captions = role_captions(role, [s.reference for s in train_samples], settings)
+        examples = [Example(ex.prompt, c) for ex, c in zip(prepare_examples(backend, train_samples), captions)]
         heldout = prepare_examples(backend, heldout_samples)
         stats = train(backend, examples, settings, heldout)
-        staging = Path(tmp) / "out"
+        if role == "draft":
+            labels = draft_style_labels(len(captions), settings.seed, settings.target_style_share)
+            stats["target_style_share"] = settings.target_style_share
+            stats["caption_styles"] = {("target" if k < 0 else f"draft{k}"): labels.count(k) for k in sorted(set(labels))}
         if role == "target":
             backend.model.save_pretrained(staging)
             tok.save_pretrained(staging)
         else:
             write_official_checkpoint(backend.model, tok, staging, include_clip=True)
-        from .artifacts import write_json
-
         write_json(stats, staging / "training_stats.json")
-        if out_dir.exists():
-            import shutil
-
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)  # whole directory appears at once
     return stats

@@ -14,12 +14,6 @@ import polars as pl
 UNSURE = math.log(0.2)  # the target token still had >= 20% of the draft's probability
 
 
-def reachable_targets(translation: pl.DataFrame) -> list[int]:
-    """Target ids some draft token proposes (the first target id of each mapped draft token)."""
-    firsts = translation.filter(pl.col("target_ids").list.len() > 0)["target_ids"].list.first()
-    return sorted(set(firsts.to_list()))
-
-
 def reasons(scores: pl.DataFrame, reachable: list[int] | None = None) -> pl.DataFrame:
     """Add a `reason` to every mismatched position (`reachable`: target ids the draft can propose;
     without it a draft log-prob of -inf stands in, which under top-p also marks tokens outside

@@ -29,69 +29,17 @@ import math
 import sys
 import time
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
-from .models import Backend, PromptInputs
-
+from .backends.base import Backend, PromptInputs
+from .specs import Decoding
 
 # --------------------------------------------------------------------------------------------
-# Decoding presets and the one definition of the token distribution
+# The one definition of the token distribution (presets: specs.Decoding)
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """A decoding preset (config.yaml `decodings:`)."""
-
-    name: str
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    max_new_tokens: int = 32
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"decoding {self.name!r}: max_new_tokens must be >= 1")
-        if self.do_sample:
-            if not self.temperature > 0:
-                raise ValueError(f"decoding {self.name!r}: temperature must be > 0 when sampling")
-            if not 0 < self.top_p <= 1:
-                raise ValueError(f"decoding {self.name!r}: top_p must lie in (0, 1]")
-
-    @property
-    def greedy(self) -> bool:
-        return not self.do_sample
-
-    @classmethod
-    def from_config(cls, name: str | dict, cfg: dict | str | None = None) -> "Decoding":
-        """`from_config("greedy", {"do_sample": False, ...})`, or one dict / canonical JSON
-        string holding "name" too (what the rules pass as `params.decoding`).
-
-        Unknown keys are errors (a typo such as `temprature` must not be ignored).
-        """
-        import json
-
-        if cfg is None:
-            cfg, name = name, None
-        if isinstance(cfg, str):
-            cfg = json.loads(cfg)
-        cfg = dict(cfg)
-        inner = cfg.pop("name", None)
-        if name is None:
-            name = inner
-        elif inner is not None and inner != name:
-            raise ValueError(f"decoding name {name!r} != {inner!r} inside its config")
-        if name is None:
-            raise ValueError("a decoding needs a name")
-        known = {f.name for f in fields(cls)} - {"name"}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"decoding {name!r}: unknown keys {unknown} (known: {sorted(known)})")
-        return cls(name=name, **cfg)
 
 
 def processed_distribution(logits: torch.Tensor, decoding: Decoding) -> torch.Tensor:
@@ -225,7 +173,7 @@ def _generate_batch(backend: Backend, prompts: Sequence[PromptInputs], decoding:
         torch.cuda.reset_peak_memory_stats(device)
     cache = backend.new_cache()
     logits, ms = timed(device, backend.forward, ids, attention_mask=mask, cache=cache,
-                       model_inputs=model_inputs or None, position_ids=pos)
+                       model_inputs=model_inputs or None, position_ids=pos, logits_to_keep=1)
     logits = logits[:, -1]
     prefill_ms = ms / B
     next_pos = mask.sum(-1)  # position id of each row's next token

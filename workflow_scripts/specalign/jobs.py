@@ -1,5 +1,9 @@
-"""What every rule script does first: log to the rule's log file, pin threads,
-and describe its provenance for the Parquet metadata."""
+"""What every rule script does first, `job = jobs.start(snakemake)`: log to the rule's log
+file, pin threads, and hand the script its job spec (stages.spec) as typed records.
+
+A script reads nothing of the config but this spec, which is also the job's fingerprint
+(rules/common.smk), so a job cannot read a key that would not rerun it when edited.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -8,10 +12,115 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .specs import Decoding, ModelSpec, Run
+
 PACKAGES = ("specalign", "torch", "transformers", "tokenizers", "snakemake", "pyarrow", "polars", "numpy", "av")
+
+
+@dataclass
+class Job:
+    """One job: its spec (a dict, see stages.spec), Snakemake's input/output, and a logger."""
+
+    rule: str
+    spec: dict
+    input: Any
+    output: Any
+    wildcards: dict
+    log: logging.Logger
+
+    # ---- typed views of the spec
+    def model_spec(self, role: str = "model") -> ModelSpec:
+        """`role` is "model" (one-model stages), "draft" or "target"."""
+        return ModelSpec(**self.spec[role])
+
+    @property
+    def decoding(self) -> Decoding:
+        return Decoding(**self.spec["decoding"])
+
+    @property
+    def runs(self) -> list[Run]:
+        return [Run(**r) for r in self.spec["runs"]]
+
+    @property
+    def skip_bad(self) -> bool:
+        return bool(self.spec["skip_bad"])
+
+    def samples(self):
+        """The manifest's samples, paths under the spec's root; this job's shard (strided, so
+        shards are balanced) when the stage is sharded."""
+        from .dataset import samples_from_manifest
+
+        samples = samples_from_manifest(self.input.manifest, self.spec["root"])
+        if "shard" in self.spec:
+            samples = samples[self.spec["shard"]::self.spec["shards"]]
+        if self.spec.get("max_samples") is not None:  # a check on a subset (speculative.greedy_samples)
+            samples = samples[:self.spec["max_samples"]]
+        return samples
+
+    # ---- preparing samples: a failure names the sample, or becomes an errors row (skip_bad)
+    def prepare(self, backend, samples):
+        """`backend.prepare` every sample: (prompts, error rows). A failure stops the job with a
+        message naming the sample and file, or, with skip_bad, becomes an errors-table row."""
+        from .dataset import SampleError
+
+        prompts, errors = [], []
+        for s in samples:
+            try:
+                prompts.append(backend.prepare(s))
+            except Exception as exc:  # noqa: BLE001 - every failure is reported with its sample
+                file = str(s.event_path or s.mp4_path or s.video_dir or "")
+                if not self.skip_bad:
+                    raise SampleError(s.sample_id, file, f"{backend.name}: {exc}") from exc
+                errors.append({"sample_id": s.sample_id, "stage": self.rule, "file": file,
+                               "error": f"{backend.name}: {exc}"})
+        return prompts, errors
+
+    def prepare_pairs(self, draft, target, samples):
+        """Each sample prepared for both models, each with its own inputs and prompt:
+        ([(draft prompt, target prompt)], error rows); a sample either cannot take is an error."""
+        dprompts, derr = self.prepare(draft, samples)
+        tprompts, terr = self.prepare(target, samples)
+        dmap = {p.sample_id: p for p in dprompts}
+        return [(dmap[tp.sample_id], tp) for tp in tprompts if tp.sample_id in dmap], derr + terr
+
+    # ---- writing
+    def provenance(self, **extra: Any) -> dict[str, Any]:
+        """Key-value metadata every artifact carries: rule, wildcards, versions, the job spec, and
+        the identity (path + cheap hash) of every model and tokenizer the job read."""
+        meta: dict[str, Any] = {"rule": self.rule, "wildcards": self.wildcards, "versions": package_versions(),
+                                "job": self.spec}
+        for role in ("model", "draft", "target"):
+            if isinstance(self.spec.get(role), dict):
+                meta[role] = model_identity(self.spec[role]["path"])
+        for key in ("tokenizer", "draft_tokenizer", "target_tokenizer"):
+            if isinstance(self.spec.get(key), str):
+                meta[key] = model_identity(self.spec[key])
+        meta.update(extra)
+        return meta
+
+    def write(self, name: str, tbl, **extra: Any) -> None:
+        """Write artifact `name` (its schema in artifacts.SCHEMAS) to the output of the same name."""
+        from .artifacts import table, write_parquet
+
+        if not hasattr(tbl, "schema"):  # rows
+            tbl = table(name, tbl)
+        write_parquet(tbl, self.output[name], name, self.provenance(**extra))
+
+
+def start(snakemake) -> Job:
+    """The first line of every rule script: logging, threads, the job's spec."""
+    log = setup(snakemake)
+    spec = snakemake.params.job
+    fp = getattr(snakemake.input, "fingerprint", None)
+    if fp is not None and json.loads(Path(fp).read_text()) != spec:
+        # The fingerprint decides reruns; a job reading anything else would rerun on the wrong edits.
+        raise RuntimeError(f"{fp} does not hold this job's spec: rerun snakemake (it rewrites fingerprints)")
+    return Job(rule=snakemake.rule, spec=spec, input=snakemake.input, output=snakemake.output,
+               wildcards=dict(snakemake.wildcards), log=log)
 
 
 def setup(snakemake) -> logging.Logger:
@@ -95,14 +204,3 @@ def model_identity(path: str | Path) -> dict[str, Any]:
             h.update(f"{f.name}:{f.stat().st_size}".encode())
     ident["hash"] = h.hexdigest()[:16]
     return ident
-
-
-def provenance(snakemake, **extra: Any) -> dict[str, Any]:
-    """Key-value metadata every Parquet carries."""
-    meta: dict[str, Any] = {"rule": snakemake.rule, "wildcards": dict(snakemake.wildcards),
-                            "versions": package_versions()}
-    fps = [f for f in snakemake.input if "/.fingerprints/" in str(f)]
-    if fps:
-        meta["config_fingerprint"] = {str(f): json.loads(Path(f).read_text()) for f in fps}
-    meta.update(extra)
-    return meta

@@ -37,42 +37,35 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .generation import Decoding, processed_distribution, token_logprobs
-from .models import Backend, PromptInputs
-
-
-def d2t_first_table(token_map, draft_width: int, target_width: int) -> torch.LongTensor:
-    """d2t_first as a LongTensor[draft_width] on the CPU: -1 pads draft ids the map does not
-    cover (e.g. a padded logits width); ids beyond the target's logits are an error."""
-    d = torch.as_tensor(token_map.d2t_first(), dtype=torch.long).reshape(-1).cpu()
-    if len(d) < draft_width:
-        d = torch.cat([d, torch.full((draft_width - len(d),), -1, dtype=torch.long)])
-    d = d[:draft_width]
-    if (d >= target_width).any():
-        bad = int(d.argmax())
-        raise ValueError(f"translation map sends draft id {bad} to target id {int(d[bad])}, beyond the "
-                         f"target's {target_width} logits")
-    return d
-
-
-def push_forward(q: torch.Tensor, d2t: torch.LongTensor, target_width: int) -> torch.Tensor:
-    """q [..., Vd] (draft ids) -> [..., Vt]: each target id gets the mass of the draft ids
-    whose first target id it is. Unmapped draft ids (-1) contribute nothing."""
-    mapped = d2t >= 0
-    out = torch.zeros(*q.shape[:-1], target_width, dtype=q.dtype, device=q.device)
-    idx = d2t[mapped].to(q.device)
-    return out.index_add_(q.dim() - 1, idx, q[..., mapped.to(q.device)])
-
-
-def reachable_targets(d2t: torch.LongTensor, target_width: int) -> torch.BoolTensor:
-    reach = torch.zeros(target_width, dtype=torch.bool)
-    reach[d2t[d2t >= 0]] = True
-    return reach
+from .backends.base import Backend, PromptInputs
+from .generation import processed_distribution, token_logprobs
+from .specs import Decoding
 
 
 def draft_feed(token_map, target_ids: Iterable[int]) -> list[tuple[int, ...]]:
     """The draft ids fed for each target token (t2d); () when the draft cannot write it."""
     return [tuple(int(x) for x in token_map.t2d(int(t))) for t in target_ids]
+
+
+@torch.no_grad()
+def teacher_forced_draft(draft: Backend, draft_prompt: PromptInputs, target_stream: Sequence[int],
+                         token_map) -> torch.Tensor:
+    """The draft's logits [n, Vd] (on its device) predicting each of the n target tokens, from ONE
+    pass over `draft_prompt + t2d(y_0) + ... + t2d(y_{n-2})` (see the module doc); only the rows
+    from the end of the prompt on are materialised (logits_to_keep)."""
+    y = [int(t) for t in target_stream]
+    d_prompt = draft_prompt.input_ids.reshape(-1).to(torch.long)
+    feeds = draft_feed(token_map, y)
+    read, fed = [], []
+    at = 0  # row of the kept logits, which start at the prompt's last position
+    for j in range(len(y)):
+        read.append(at)
+        if j < len(y) - 1:
+            fed.extend(feeds[j])
+            at += len(feeds[j])
+    d_ids = torch.cat([d_prompt, torch.tensor(fed, dtype=torch.long)])[None]
+    d_logits = draft.forward(d_ids, model_inputs=draft_prompt.model_inputs or None, logits_to_keep=len(fed) + 1)[0]
+    return d_logits[torch.tensor(read, device=d_logits.device)]
 
 
 @torch.no_grad()
@@ -89,28 +82,15 @@ def score_sample(draft: Backend, target: Backend, draft_prompt: PromptInputs, ta
         raise ValueError(f"sample {target_prompt.sample_id}: stream of {n} tokens exceeds max_new_tokens "
                          f"{max_new_tokens}")
     vt, vd = target.text_vocab_size, draft.text_vocab_size
-    d2t = d2t_first_table(token_map, vd, vt)
+    d2t = token_map.first_ids(vd, vt)
 
-    # target: one pass over prompt + y[:-1]
+    # target: one pass over prompt + y[:-1]; its last n rows predict y_0 .. y_{n-1}
     t_prompt = target_prompt.input_ids.reshape(-1).to(torch.long)
-    lt = len(t_prompt)
     t_ids = torch.cat([t_prompt, torch.tensor(y[:-1], dtype=torch.long)])[None]
-    t_logits = target.forward(t_ids, model_inputs=target_prompt.model_inputs or None)[0]
-    p_logits = t_logits[lt - 1: lt - 1 + n].double().cpu()
+    p_logits = target.forward(t_ids, model_inputs=target_prompt.model_inputs or None,
+                              logits_to_keep=n)[0].double().cpu()
 
-    # draft: one pass over draft prompt + t2d(y_0) + ... + t2d(y_{n-2})
-    d_prompt = draft_prompt.input_ids.reshape(-1).to(torch.long)
-    feeds = draft_feed(token_map, y)
-    read, fed = [], []
-    at = len(d_prompt) - 1
-    for j in range(n):
-        read.append(at)
-        if j < n - 1:
-            fed.extend(feeds[j])
-            at += len(feeds[j])
-    d_ids = torch.cat([d_prompt, torch.tensor(fed, dtype=torch.long)])[None]
-    d_logits = draft.forward(d_ids, model_inputs=draft_prompt.model_inputs or None)[0]
-    q_dev = d_logits[torch.tensor(read, device=d_logits.device)]
+    q_dev = teacher_forced_draft(draft, draft_prompt, y, token_map)
     argmax = q_dev.argmax(-1).cpu()  # on the device, like the loop (tie-breaking must agree)
     q_logits = q_dev.double().cpu()
 
@@ -119,14 +99,14 @@ def score_sample(draft: Backend, target: Backend, draft_prompt: PromptInputs, ta
     match = draft_token == y_t
     target_lp = token_logprobs(p_logits, decoding).gather(-1, y_t[:, None])[:, 0]
     if decoding.greedy:
-        q_t = push_forward(torch.softmax(q_logits, -1), d2t, vt)
+        q_t = token_map.push_forward(torch.softmax(q_logits, -1), d2t, vt)
         summin = match.double()
-        mapped = reachable_targets(d2t, vt)[y_t].double()
+        mapped = token_map.reachable_mask(vt)[y_t].double()
     else:
-        q_t = push_forward(processed_distribution(q_logits, decoding), d2t, vt)
+        q_t = token_map.push_forward(processed_distribution(q_logits, decoding), d2t, vt)
         p = processed_distribution(p_logits, decoding)
         summin = torch.minimum(p, q_t).sum(-1)
-        mapped = (p * reachable_targets(d2t, vt)).sum(-1)
+        mapped = (p * token_map.reachable_mask(vt)).sum(-1)
     draft_lp = torch.log(q_t.gather(-1, y_t[:, None])[:, 0])
 
     sid = target_prompt.sample_id

@@ -40,6 +40,14 @@ the counts, which is why the counts are the test).
 (one token per forward, with cache) along the output; a round is flagged when the
 step-by-step argmax at any of its emitted positions differs from the token the chunked
 verification emitted there. fp32 on a CPU shows none; bf16 on a GPU may.
+`draft_flip` is the draft's side of the same check: the draft teacher-forced along the output in
+ONE pass (scoring's pass), its argmax at each position compared with the proposals the loop's
+draft made step by step from the same prefix (proposals 0..a of each round). So when a GPU run
+shows `rounds_identical = false` against the replay, the two flags say which model's numerics
+flipped (the replay's matches come from one-pass passes of both).
+
+The target-only baseline of the workflow's loop jobs is the target's own generation-stage
+stream (`stream_time_ms`): decoding every sample again per gamma would double the target time.
 """
 from __future__ import annotations
 
@@ -48,9 +56,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .generation import (Decoding, _sync, generate, processed_distribution, sample_from, sample_generator)
-from .models import Backend, PromptInputs
-from .scoring import d2t_first_table, push_forward
+from .backends.base import Backend, PromptInputs
+from .generation import _sync, generate, processed_distribution, sample_from, sample_generator
+from .specs import Decoding
 
 
 def _crop_target_cache(cache, n_remove: int) -> None:
@@ -96,7 +104,7 @@ def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInpu
     if not greedy and generator is None:
         generator = sample_generator(decoding, target_prompt.sample_id)
     vt, vd = target.text_vocab_size, draft.text_vocab_size
-    d2t = d2t_first_table(token_map, vd, vt)
+    d2t = token_map.first_ids(vd, vt)
     d2t_list = d2t.tolist()
     eos = target.eos_token_id
 
@@ -114,6 +122,7 @@ def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInpu
 
     out: list[int] = []
     rounds: list[dict] = []
+    proposed: list[list[int]] = []  # per round: the proposals the draft made (for the draft flip check)
     s = 0
     ended = False
     while not ended:
@@ -128,7 +137,8 @@ def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInpu
         t0 = time.perf_counter()
         for i in range(g):
             if dpending:
-                dlogits = draft.forward(torch.tensor([dpending]), cache=dcache, model_inputs=d_inputs)[0, -1]
+                dlogits = draft.forward(torch.tensor([dpending]), cache=dcache, model_inputs=d_inputs,
+                                        logits_to_keep=1)[0, -1]
                 d_inputs, dpending = None, []
             len_at.append(dcache.get_seq_length())
             logits_at.append(dlogits)
@@ -136,7 +146,7 @@ def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInpu
                 x = int(dlogits.argmax())
             else:
                 qd = processed_distribution(dlogits.double().cpu(), decoding)
-                q_at.append(push_forward(qd, d2t, vt))
+                q_at.append(token_map.push_forward(qd, d2t, vt))
                 x = sample_from(qd, generator)
             y = d2t_list[x]
             props.append(y)
@@ -154,9 +164,9 @@ def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInpu
         inp = tpending + props[:k]
         _sync(target.device)
         t0 = time.perf_counter()
-        tl = target.forward(torch.tensor([inp]), cache=tcache, model_inputs=t_inputs)[0]
-        t_inputs = None
-        P = tl[len(tpending) - 1: len(tpending) + k]   # P[i] predicts the token at s + i
+        # only the last k + 1 rows are needed (round 0's pending is the whole prompt)
+        P = target.forward(torch.tensor([inp]), cache=tcache, model_inputs=t_inputs, logits_to_keep=k + 1)[0]
+        t_inputs = None                                 # P[i] predicts the token at s + i
         a = 0
         emitted: list[int] = []
         if greedy:
@@ -196,7 +206,9 @@ def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInpu
         if not ended and emitted[-1] == eos:
             ended = True
         rounds.append(dict(round=len(rounds), start=s, drafted=g, accepted=a, emitted=len(emitted),
-                           tokens=list(emitted), draft_ms=draft_ms, verify_ms=verify_ms, verify_flip=False))
+                           tokens=list(emitted), draft_ms=draft_ms, verify_ms=verify_ms, verify_flip=False,
+                           draft_flip=False))
+        proposed.append(props[:made])
         out.extend(emitted)
         s += len(emitted)
         if s >= max_new:
@@ -221,9 +233,23 @@ def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInpu
 
     if greedy and check_flips and out:
         flips = step_by_step_flips(target, target_prompt, out)
-        for r in rounds:
+        one_pass = draft_one_pass_proposals(draft, draft_prompt, out, token_map, d2t)
+        for r, props in zip(rounds, proposed):
             r["verify_flip"] = any(flips[r["start"]: r["start"] + r["emitted"]])
+            # proposals 0..a were made from the output's own prefix (later ones from a rejected one)
+            r["draft_flip"] = any(props[i] != one_pass[r["start"] + i]
+                                  for i in range(min(len(props), r["accepted"] + 1)) if r["start"] + i < len(out))
     return out, rounds
+
+
+def draft_one_pass_proposals(draft: Backend, draft_prompt: PromptInputs, output: Sequence[int], token_map,
+                             first_ids: torch.LongTensor) -> list[int]:
+    """What the draft proposes at each position of `output` (target ids, -1 unmapped) given the
+    output's prefix, from ONE teacher-forced pass (scoring's): the loop's step-by-step proposals
+    along the accepted prefix must equal these, unless low-precision numerics flip an argmax."""
+    from .scoring import teacher_forced_draft
+
+    return first_ids[teacher_forced_draft(draft, draft_prompt, output, token_map).argmax(-1).cpu()].tolist()
 
 
 @torch.no_grad()
@@ -232,13 +258,30 @@ def step_by_step_flips(target: Backend, target_prompt: PromptInputs, output: Seq
     `output`, differs from output[j] (what the chunked greedy verification emitted)."""
     cache = target.new_cache()
     logits = target.forward(target_prompt.input_ids.reshape(1, -1), cache=cache,
-                            model_inputs=target_prompt.model_inputs or None)[0, -1]
+                            model_inputs=target_prompt.model_inputs or None, logits_to_keep=1)[0, -1]
     flips = []
     for j, t in enumerate(output):
         flips.append(int(logits.argmax()) != int(t))
         if j + 1 < len(output):
             logits = target.forward(torch.tensor([[int(t)]]), cache=cache)[0, -1]
     return flips
+
+
+def stream_time_ms(prefill_ms: float, decode_ms: Sequence[float], n_tokens: int) -> float:
+    """Plain decoding time of `n_tokens` tokens from a generated stream's own timings: its prefill
+    plus the decode steps of tokens 1..n-1 (decode_ms[0] is 0: token 0 comes from the prefill).
+    Past the stream's end each further token costs its mean decode step.
+
+    The workflow's target-only baseline: the target's generation stage already decoded every
+    sample plainly on the same device, so the loop jobs (one per gamma) need not decode it again."""
+    if n_tokens < 1:
+        return 0.0
+    steps = list(decode_ms[1:n_tokens])
+    extra = n_tokens - 1 - len(steps)
+    if extra > 0:
+        mean = sum(decode_ms[1:]) / max(1, len(decode_ms) - 1)
+        steps.append(extra * mean)
+    return float(prefill_ms + sum(steps))
 
 
 def target_only_ms(target: Backend, target_prompt: PromptInputs, n_tokens: int) -> float:
@@ -259,11 +302,19 @@ def rounds_rows(sample_id: str, gamma: int, rounds: Sequence[dict], target_only:
 
 def speculative_sample(draft: Backend, target: Backend, draft_prompt: PromptInputs, target_prompt: PromptInputs,
                        token_map, gamma: int, decoding: Decoding, max_new_tokens: int | None = None,
-                       check_flips: bool = True, measure_target_only: bool = True) -> list[dict]:
-    """One sample end to end: the loop, then (optionally) the target-only timing; "rounds" rows."""
+                       check_flips: bool = True, measure_target_only: bool = True,
+                       target_stream: tuple[float, Sequence[float]] | None = None) -> list[dict]:
+    """One sample end to end: the loop, then the target-only time of its output; "rounds" rows.
+
+    The target-only time comes from `target_stream` (prefill_ms, decode_ms of the target's own
+    generated stream, `stream_time_ms`) when given, else it is measured here by decoding again
+    (`measure_target_only`), else NaN."""
     out, rounds = speculative_decode(draft, target, draft_prompt, target_prompt, token_map, gamma, decoding,
                                      max_new_tokens, check_flips=check_flips)
-    base = target_only_ms(target, target_prompt, len(out)) if measure_target_only else float("nan")
+    if target_stream is not None:
+        base = stream_time_ms(target_stream[0], target_stream[1], len(out))
+    else:
+        base = target_only_ms(target, target_prompt, len(out)) if measure_target_only else float("nan")
     return rounds_rows(target_prompt.sample_id, gamma, rounds, base)
 
 
@@ -275,13 +326,17 @@ def rounds_table(rows: Sequence[dict]):
 
 def run_speculative(draft: Backend, target: Backend, pairs: Sequence[tuple[PromptInputs, PromptInputs]], token_map,
                     gamma: int, decoding: Decoding, max_new_tokens: int | None = None, check_flips: bool = True,
-                    measure_target_only: bool = True, progress: Callable[[int, int], None] | None = None):
+                    measure_target_only: bool = True, progress: Callable[[int, int], None] | None = None,
+                    target_streams: dict[str, tuple[float, Sequence[float]]] | None = None):
     """The "rounds" artifact for (draft_prompt, target_prompt) pairs (no error handling: a rule
-    that skips bad samples calls `speculative_sample` per sample itself)."""
+    that skips bad samples calls `speculative_sample` per sample itself). `target_streams`:
+    sample_id -> (prefill_ms, decode_ms) of the target's generated stream, the target-only
+    baseline (see `speculative_sample`)."""
     rows: list[dict] = []
     for i, (dp, tp) in enumerate(pairs, 1):
+        stream = target_streams.get(tp.sample_id) if target_streams is not None else None
         rows.extend(speculative_sample(draft, target, dp, tp, token_map, gamma, decoding, max_new_tokens,
-                                       check_flips, measure_target_only))
+                                       check_flips, measure_target_only, target_stream=stream))
         if progress is not None:
             progress(i, len(pairs))
     return rounds_table(rows)

@@ -4,35 +4,25 @@ Puts together what the stages wrote — teacher-forced scores, free-running toke
 streams, real-loop rounds — into the rows of results/acceptance/*.csv. The metric
 definitions themselves live in acceptance.py; this module only decides which
 number goes in which row and column.
+
+Measured and predicted numbers have separate columns, and a measured column never holds a
+prediction (null where nothing was measured):
+- MEASURED: n_samples, rounds, drafted, accepted, token_acceptance_rate(_in_answer),
+  post_eos_drafted, tau, tokens_per_call, leviathan_alpha, mapped_mass, positional_match_rate,
+  c (draft / target decode ms per token) with c_lo / c_hi, loop_* and their *_lo / *_hi.
+- PREDICTED by the i.i.d. model (from leviathan_alpha, and c for speed): iid_token_acceptance,
+  iid_tau, expected_speedup_iid, latency_speedup, best_gamma, best_gamma_lo, best_gamma_hi.
+  They are on every row, beside the measurement where one exists.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import polars as pl
 
 from . import acceptance as acc
-from .artifacts import read_streams
-
-
-@dataclass
-class Run:
-    dataset: str
-    pair: str
-    draft: str
-    target: str
-    decoding: str
-    scores: str
-    translation: str
-    target_vocab: str = ""
-    draft_tokens: list[str] = field(default_factory=list)
-    target_tokens: list[str] = field(default_factory=list)
-    rounds: list[str] = field(default_factory=list)
-
-    @property
-    def keys(self) -> dict:
-        return {"dataset": self.dataset, "draft": self.draft, "target": self.target, "decoding": self.decoding}
+from .artifacts import SUMMARY_COLUMNS, read_streams
+from .specs import Run
 
 
 def draft_to_target(translation_path: str) -> dict[int, list[int]]:
@@ -40,12 +30,45 @@ def draft_to_target(translation_path: str) -> dict[int, list[int]]:
     return dict(zip(t["draft_id"].to_list(), t["target_ids"].to_list()))
 
 
+def decode_per_sample(token_files: list[str]) -> pl.DataFrame:
+    """Per sample (sorted): `decode_ms` summed over its decode steps and `decode_steps`, their number.
+
+    A decode step is a token after the first (position > 0; position 0 comes from the prefill).
+    Summed per sample so that both the pooled mean and its bootstrap over samples come from them.
+    """
+    df = pl.read_parquet(list(token_files), columns=["sample_id", "position", "decode_ms"])
+    step = pl.col("position") > 0
+    return (df.group_by("sample_id")
+            .agg(pl.col("decode_ms").cast(pl.Float64).filter(step).sum().alias("decode_ms"),
+                 step.sum().cast(pl.Int64).alias("decode_steps"))
+            .sort("sample_id"))
+
+
 def timings(token_files: list[str]) -> tuple[float, float]:
-    """(mean prefill ms per sample, mean decode ms per token after the first)."""
-    df = pl.read_parquet(token_files, columns=["sample_id", "position", "prefill_ms", "decode_ms"])
+    """(mean prefill ms per sample, mean decode ms per token after the first, pooled over samples)."""
+    df = pl.read_parquet(list(token_files), columns=["sample_id", "prefill_ms"])
     prefill = df.group_by("sample_id").agg(pl.col("prefill_ms").first())["prefill_ms"].mean()
-    decode = df.filter(pl.col("position") > 0)["decode_ms"].mean()
-    return float(prefill or math.nan), float(decode if decode is not None else math.nan)
+    per = decode_per_sample(token_files)
+    steps = int(per["decode_steps"].sum())
+    decode = float(per["decode_ms"].sum()) / steps if steps else math.nan
+    return float(prefill or math.nan), decode
+
+
+def cost_ratio_ci(draft_files: list[str], target_files: list[str], n_boot: int = acc.N_BOOT,
+                  seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the measured c = mean draft decode ms / mean target decode ms.
+
+    Resamples samples (the union of both streams' samples, sorted; a sample one model lacks adds
+    nothing to that model's sums), c of each resample is the ratio of the two pooled per-token
+    means, i.e. exactly timings()'s point estimate on the resample; acc.bootstrap_ratio_of_means_ci,
+    the same resampling engine and seed as every other interval.
+    """
+    d, t = decode_per_sample(draft_files), decode_per_sample(target_files)
+    j = (d.join(t, on="sample_id", how="full", coalesce=True, suffix="_target")
+         .fill_null(0).sort("sample_id"))
+    return acc.bootstrap_ratio_of_means_ci(j["decode_ms"].to_numpy(), j["decode_steps"].to_numpy(),
+                                           j["decode_ms_target"].to_numpy(), j["decode_steps_target"].to_numpy(),
+                                           n_boot=n_boot, seed=seed)
 
 
 def positional(run: Run, targets: dict[str, list[int]]) -> acc.PositionalMatch:
@@ -56,16 +79,59 @@ def positional(run: Run, targets: dict[str, list[int]]) -> acc.PositionalMatch:
     return acc.positional_match_rate(drafts, targets)
 
 
-def greedy(decoding_cfg: dict) -> bool:
-    return not decoding_cfg.get("do_sample", False)
+TABLES = ("summary", "per_position", "cost", "loop")
 
 
-def run_tables(run: Run, decoding_cfg: dict, gammas: list[int], n_boot: int):
+def acceptance_tables(runs: list[Run], gammas: list[int], n_boot: int, log=None,
+                      comparisons: list[dict] = ()) -> dict[str, pl.DataFrame]:
+    """Every run's rows of the four acceptance tables (summary columns first, SUMMARY_COLUMNS),
+    and the before/after rows of each distilled draft ("distillation", stages.comparisons)."""
+    rows: dict[str, list] = {name: [] for name in TABLES}
+    for run in runs:
+        parts = run_tables(run, list(gammas), int(n_boot))
+        for name, part in zip(TABLES, parts):
+            rows[name].extend(part)
+        if log is not None:
+            log.info("%s %s: %d summary rows", run.pair, run.decoding.name, len(parts[0]))
+    out = {name: _frame(rows[name], SUMMARY_COLUMNS if name == "summary" else ()) for name in TABLES}
+    out["distillation"] = _frame([distillation_row(c, int(n_boot)) for c in comparisons])
+    return out
+
+
+def distillation_row(c: dict, n_boot: int) -> dict:
+    """Leviathan alpha before and after distillation on the same clips and positions (the two drafts
+    scored along the same target streams), and the paired bootstrap interval of the difference."""
+    cols = ["sample_id", "position", "summin", "match"]
+    before = pl.read_parquet(c["before_scores"], columns=cols)
+    after = pl.read_parquet(c["after_scores"], columns=cols)
+    both = before.join(after, on=["sample_id", "position"], suffix="_after", how="inner")
+    if both.height != before.height or both.height != after.height:
+        raise ValueError(f"{c['before']} and {c['after']} were not scored along the same target streams "
+                         f"({before.height} / {after.height} positions, {both.height} shared)")
+    per = (both.group_by("sample_id").agg(pl.col("summin").sum().alias("b"), pl.col("summin_after").sum().alias("a"),
+                                          pl.len().alias("n")).sort("sample_id"))
+    n = float(per["n"].sum())
+    alpha_b, alpha_a = float(per["b"].sum()) / n, float(per["a"].sum()) / n
+    lo, hi = acc.bootstrap_paired_difference_ci(per["a"].to_numpy(), per["b"].to_numpy(), per["n"].to_numpy(), n_boot)
+    return {**{k: c[k] for k in ("dataset", "target", "decoding", "before", "after", "loss", "data")},
+            "n_samples": per.height, "positions": int(n), "alpha_before": alpha_b, "alpha_after": alpha_a,
+            "alpha_difference": alpha_a - alpha_b, "alpha_difference_lo": lo, "alpha_difference_hi": hi,
+            "match_rate_before": float(both["match"].mean()), "match_rate_after": float(both["match_after"].mean())}
+
+
+def _frame(rows: list[dict], first=()) -> pl.DataFrame:
+    if not rows:
+        return pl.DataFrame()
+    df = pl.DataFrame(rows, infer_schema_length=None)
+    return df.select([*first, *[c for c in df.columns if c not in first]])
+
+
+def run_tables(run: Run, gammas: list[int], n_boot: int):
     """(summary rows, per-position rows, cost rows, loop-vs-replay rows) for one run."""
     scores = pl.read_parquet(run.scores)
     loops = {}  # gamma -> the loop's rounds over all shards
     if run.rounds:
-        every = pl.read_parquet(run.rounds)
+        every = pl.read_parquet(list(run.rounds))
         loops = {int(g): every.filter(pl.col("gamma") == g) for g in every["gamma"].unique().sort()}
     # every gamma the loop ran at gets a replay row too, so the two can be compared
     gammas = sorted(set(gammas) | set(loops))
@@ -80,48 +146,63 @@ def run_tables(run: Run, decoding_cfg: dict, gammas: list[int], n_boot: int):
     measured = [d_pre, d_dec, t_pre, t_dec, alpha]
     cost = None
     if all(math.isfinite(x) for x in measured) and mean_len:
-        cost = acc.cost_model(d_pre, d_dec, t_pre, t_dec, alpha, gammas, new_tokens=max(1, round(mean_len)))
+        c_ci = cost_ratio_ci(run.draft_tokens, run.target_tokens, n_boot=n_boot)
+        cost = acc.cost_model(d_pre, d_dec, t_pre, t_dec, alpha, gammas, new_tokens=max(1, round(mean_len)),
+                              c_interval=c_ci)
     loop_summ = {g: acc.rounds_summary(r, n_boot=n_boot).row(0, named=True) for g, r in loops.items()}
 
-    is_greedy = greedy(decoding_cfg)
+    is_greedy = run.decoding.greedy
     summary, per_pos, loop_rows = [], [], []
+    # the measured columns a row takes from its rounds (the replay's or the loop's)
+    measured_cols = ("n_samples", "rounds", "drafted", "accepted", "token_acceptance_rate", "tau", "tokens_per_call")
     for row in replay.iter_rows(named=True):
         g = row["gamma"]
         out = {**run.keys, "gamma": g}
         if is_greedy:
             # exact: greedy speculative decoding replayed from the teacher-forced matches
-            out.update({k: row[k] for k in ("n_samples", "rounds", "drafted", "accepted", "token_acceptance_rate",
-                                             "tau", "tokens_per_call")})
+            out.update({k: row[k] for k in measured_cols})
             out["method"] = "greedy_replay"
             ci = row
         elif g in loop_summ:
             ls = loop_summ[g]
-            out.update({k: ls[k] for k in ("n_samples", "rounds", "drafted", "accepted", "token_acceptance_rate",
-                                            "tau", "tokens_per_call")})
+            out.update({k: ls[k] for k in measured_cols})
             out["method"] = "loop"
             ci = ls
         else:
-            # sampling without a loop run at this gamma: the i.i.d. prediction from alpha
-            out.update({"n_samples": row["n_samples"], "rounds": None, "drafted": None, "accepted": None,
-                        "token_acceptance_rate": acc.iid_token_acceptance(alpha, g),
-                        "tau": acc.expected_tokens_per_call(alpha, g), "tokens_per_call": None})
+            # sampling without a loop run at this gamma: nothing measured the rounds, so every
+            # measured column stays null; the i.i.d. prediction is in iid_* below (as on every row).
+            # n_samples: the samples alpha (the prediction's input) was measured on.
+            out.update({k: None for k in measured_cols})
+            out["n_samples"] = row["n_samples"]
             out["method"] = "iid_from_alpha"
             ci = {}
         out["leviathan_alpha"] = row["leviathan_alpha"]
         out["positional_match_rate"] = pm.positional_match_rate
-        for k in ("token_acceptance_rate_lo", "token_acceptance_rate_hi", "tau_lo", "tau_hi"):
+        # measured (null on iid_from_alpha rows)
+        for k in ("token_acceptance_rate_lo", "token_acceptance_rate_hi", "tau_lo", "tau_hi",
+                  "token_acceptance_rate_in_answer", "token_acceptance_rate_in_answer_lo",
+                  "token_acceptance_rate_in_answer_hi", "post_eos_drafted"):
             out[k] = ci.get(k)
         out.update({
             "leviathan_alpha_lo": row["leviathan_alpha_lo"], "leviathan_alpha_hi": row["leviathan_alpha_hi"],
-            "mapped_mass": row["mapped_mass"], "iid_token_acceptance": row["iid_token_acceptance"],
+            "mapped_mass": row["mapped_mass"],
+            # predicted by the i.i.d. model from leviathan_alpha, on every row
+            "iid_token_acceptance": row["iid_token_acceptance"],
+            "iid_tau": acc.expected_tokens_per_call(alpha, g) if math.isfinite(alpha) else None,
             "positional_match_rate_min_len": pm.positional_match_rate_min_len,
+            # measured by the real loop where it ran at this gamma
             "loop_token_acceptance_rate": loop_summ[g]["token_acceptance_rate"] if g in loop_summ else None,
             "loop_tau": loop_summ[g]["tau"] if g in loop_summ else None,
         })
         if cost is not None:
             c = cost.filter(pl.col("gamma") == g).row(0, named=True)
-            out.update({"c": c["c"], "expected_speedup_iid": c["speedup_iid"], "latency_speedup": c["latency_speedup"],
-                        "best_gamma": c["best_gamma"]})
+            out.update({
+                # measured: the decode-time ratio and its bootstrap interval over samples
+                "c": c["c"], "c_lo": c["c_lo"], "c_hi": c["c_hi"],
+                # predicted by the i.i.d. model from alpha and c (best_gamma_lo at c_hi, _hi at c_lo)
+                "expected_speedup_iid": c["speedup_iid"], "latency_speedup": c["latency_speedup"],
+                "best_gamma": c["best_gamma"], "best_gamma_lo": c["best_gamma_lo"],
+                "best_gamma_hi": c["best_gamma_hi"]})
         summary.append(out)
         src = ci if ci else {}
         for i in range(1, g + 1):
@@ -159,6 +240,7 @@ def loop_vs_replay(run: Run, scores: pl.DataFrame, rounds: pl.DataFrame, gamma: 
         row["output_equals_target"] = None
     # the step-by-step check runs for greedy decoding only (sampled acceptance has no argmax to flip)
     row["verify_flip_rate"] = float(rounds["verify_flip"].mean()) if is_greedy else None
+    row["draft_flip_rate"] = float(rounds["draft_flip"].mean()) if is_greedy else None
     per_sample = rounds.group_by("sample_id").agg(
         (pl.col("draft_ms").sum() + pl.col("verify_ms").sum()).alias("loop_ms"),
         pl.col("target_only_ms").first())

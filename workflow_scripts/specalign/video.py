@@ -6,14 +6,14 @@ same 8 frames whichever stage (generation, scoring, speculative loop) asks.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 from PIL import Image
+
+from .artifacts import atomic_path
 
 
 def uniform_frame_indices(n_frames: int, k: int = 8) -> list[int]:
@@ -54,6 +54,18 @@ def _stack(frames: list[np.ndarray], files: list[Path]) -> np.ndarray:
     return np.stack(frames)
 
 
+def read_pngs(files) -> np.ndarray:
+    """These PNG files (in the order given) as uint8 [N, H, W, 3] RGB; errors name the file.
+
+    For callers that pick the frames themselves (e.g. the images of one time
+    window of a raw sequence) rather than reading a whole folder.
+    """
+    files = [Path(f) for f in files]
+    if not files:
+        raise ValueError("read_pngs: no PNG files given")
+    return _stack([_read_png(f) for f in files], files)
+
+
 def _decode_video(path: Path) -> np.ndarray:
     try:
         with av.open(str(path)) as container:
@@ -89,7 +101,7 @@ def read_frames(path: str | Path) -> np.ndarray:
     """
     path, files = _source(path)
     if files is not None:
-        return _stack([_read_png(f) for f in files], files)
+        return read_pngs(files)
     return _decode_video(path)
 
 
@@ -126,8 +138,7 @@ def sample_frames(path: str | Path, k: int = 8) -> np.ndarray:
         files = _png_files(path)
         if not files:
             raise ValueError(f"{path}: frame folder has no .png files")
-        chosen = [files[i] for i in uniform_frame_indices(len(files), k)]
-        return _stack([_read_png(f) for f in chosen], chosen)
+        return read_pngs([files[i] for i in uniform_frame_indices(len(files), k)])
     frames = read_frames(path)
     return frames[uniform_frame_indices(frames.shape[0], k)]
 
@@ -155,24 +166,16 @@ def write_mp4(frames, path: str | Path, fps: float = 20, crf: int = 18) -> None:
         raise ValueError(f"{path}: fps must be > 0, got {fps}")
     # PyAV wants an exact rational rate; config files give 20 or 29.97.
     rate = Fraction(fps).limit_denominator(1001)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, "w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            # One thread: tiny frames gain nothing from threads, and the
-            # machines running this are shared.
-            # x264's macroblock-tree rate control made identical frames encode differently from
-            # run to run (3-5 outputs in 10 encodes); without it the bytes are reproducible.
-            stream.options = {"crf": str(crf), "threads": "1", "x264-params": "no-mbtree=1:rc-lookahead=0"}
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+    with atomic_path(path) as tmp, av.open(tmp, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        # One thread: tiny frames gain nothing from threads, and the
+        # machines running this are shared.
+        # x264's macroblock-tree rate control made identical frames encode differently from
+        # run to run (3-5 outputs in 10 encodes); without it the bytes are reproducible.
+        stream.options = {"crf": str(crf), "threads": "1", "x264-params": "no-mbtree=1:rc-lookahead=0"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for packet in stream.encode():
+            container.mux(packet)

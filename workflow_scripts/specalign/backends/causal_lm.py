@@ -1,6 +1,6 @@
 """Text-only backend for any Hugging Face causal LM in a local folder.
 
-The prompt is `spec.option("prompt", "USER: {question} ASSISTANT:")` filled with the
+The prompt is `spec.option("prompt")` (schema default "USER: {question} ASSISTANT:") filled with the
 sample's question, tokenised with the tokenizer's own special-token rule (a Llama
 tokenizer prepends BOS, a GPT-2 one does not). Option `add_bos` overrides that:
 True prepends BOS when the tokenizer did not, False strips a leading BOS.
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..models import Backend, ModelSpec, PromptInputs
+from ..specs import ModelSpec
+from .base import Backend, PromptInputs
 
 
 def _first_id(value) -> int | None:
@@ -66,8 +67,8 @@ class CausalLMBackend(Backend):
         else:
             self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(tok_path, local_files_only=True)
-        self.prompt_template = spec.option("prompt", "USER: {question} ASSISTANT:")
-        self.add_bos = spec.option("add_bos", None)
+        self.prompt_template = spec.option("prompt")
+        self.add_bos = spec.option("add_bos")
 
         eos = _first_id(self.tokenizer.eos_token_id)
         if eos is None:

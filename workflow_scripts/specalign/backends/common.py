@@ -1,18 +1,14 @@
-"""Helpers shared by the multimodal backends: CLIP-style preprocessing without torchvision,
-frame conversion, placeholder expansion, special ids."""
+"""Helpers shared by the multimodal backends: loading and running transformers' own image processors
+(PIL backend: torchvision is not needed), frame conversion, placeholder expansion, special ids."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-BICUBIC = 3  # PIL.Image.Resampling.BICUBIC == transformers PILImageResampling.BICUBIC
+IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
 
 
 def to_rgb_uint8(frame) -> np.ndarray:
@@ -40,131 +36,58 @@ def to_rgb_uint8(frame) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _hw(v) -> tuple[int, int]:
-    if isinstance(v, dict):
-        if "height" in v and "width" in v:
-            return int(v["height"]), int(v["width"])
-        if "shortest_edge" in v:
-            return int(v["shortest_edge"]), int(v["shortest_edge"])
-        raise ValueError(f"unsupported size {v}")
-    if isinstance(v, (list, tuple)):
-        return int(v[0]), int(v[-1])
-    return int(v), int(v)
+def image_processor_at(cls, image_size: int):
+    """A transformers image processor class at its own defaults (CLIP's: bicubic, OpenAI CLIP mean/std)
+    sized to the vision tower: shortest side -> `image_size`, centre crop `image_size` x `image_size`."""
+    return cls(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
 
 
-@dataclass(frozen=True)
-class ClipPreprocess:
-    """What CLIPImageProcessor (PIL backend) does, written out: optional pad to square (mean colour),
-    resize (shortest side to `shortest_edge` keeping aspect, long side int(s * long / short); or to a
-    fixed height x width), center crop (top = (h - ch) // 2), x rescale_factor, (x - mean) / std."""
-
-    shortest_edge: int | None
-    resize_hw: tuple[int, int] | None
-    crop_hw: tuple[int, int] | None
-    image_mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
-    image_std: tuple[float, float, float] = OPENAI_CLIP_STD
-    resample: int = BICUBIC
-    do_rescale: bool = True
-    rescale_factor: float = 1 / 255
-    do_normalize: bool = True
-    do_pad: bool = False
-
-    @classmethod
-    def for_size(cls, size: int) -> "ClipPreprocess":
-        return cls(shortest_edge=size, resize_hw=None, crop_hw=(size, size))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClipPreprocess":
-        size = d.get("size", 224) if d.get("do_resize", True) else None
-        shortest, resize_hw = None, None
-        if size is not None:
-            if isinstance(size, dict) and "height" in size and "width" in size:
-                resize_hw = _hw(size)
-            elif isinstance(size, dict):
-                shortest = int(size["shortest_edge"])
-            else:  # old configs: an int means the shortest edge
-                shortest = int(size if not isinstance(size, (list, tuple)) else size[0])
-        crop = _hw(d.get("crop_size", 224)) if d.get("do_center_crop", True) else None
-        return cls(
-            shortest_edge=shortest,
-            resize_hw=resize_hw,
-            crop_hw=crop,
-            image_mean=tuple(d.get("image_mean") or OPENAI_CLIP_MEAN),
-            image_std=tuple(d.get("image_std") or OPENAI_CLIP_STD),
-            resample=int(d.get("resample", BICUBIC)),
-            do_rescale=bool(d.get("do_rescale", True)),
-            rescale_factor=float(d.get("rescale_factor", 1 / 255)),
-            do_normalize=bool(d.get("do_normalize", True)),
-            do_pad=bool(d.get("do_pad", False)),
-        )
-
-    def output_hw(self) -> tuple[int, int]:
-        if self.crop_hw:
-            return self.crop_hw
-        if self.resize_hw:
-            return self.resize_hw
-        raise ValueError("preprocessing without crop or fixed resize has no fixed output size")
-
-    def __call__(self, frame) -> torch.Tensor:
-        """One frame -> float32 [3, h, w]."""
-        a = to_rgb_uint8(frame)
-        if self.do_pad:
-            h, w = a.shape[:2]
-            if h != w:
-                m = max(h, w)
-                bg = np.array([int(x * 255) for x in self.image_mean], dtype=np.uint8)
-                out = np.empty((m, m, 3), np.uint8)
-                out[:] = bg
-                top, left = (m - h) // 2, (m - w) // 2
-                out[top:top + h, left:left + w] = a
-                a = out
-        img = Image.fromarray(a)
-        if self.resize_hw:
-            th, tw = self.resize_hw
-            img = img.resize((tw, th), resample=self.resample)
-        elif self.shortest_edge:
-            w, h = img.size
-            short, long = (w, h) if w <= h else (h, w)
-            new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
-            nw, nh = (new_short, new_long) if w <= h else (new_long, new_short)
-            if (nw, nh) != (w, h):
-                img = img.resize((nw, nh), resample=self.resample)
-        a = np.asarray(img)
-        if self.crop_hw:
-            ch, cw = self.crop_hw
-            h, w = a.shape[:2]
-            if h < ch or w < cw:
-                raise ValueError(f"image {h}x{w} smaller than the crop {ch}x{cw} after resizing")
-            top, left = (h - ch) // 2, (w - cw) // 2
-            a = a[top:top + ch, left:left + cw]
-        x = a.astype(np.float32)
-        if self.do_rescale:
-            x = x * np.float32(self.rescale_factor)
-        if self.do_normalize:
-            x = (x - np.asarray(self.image_mean, np.float32)) / np.asarray(self.image_std, np.float32)
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
-
-    def batch(self, frames) -> torch.Tensor:
-        """Frames -> float32 [k, 3, h, w]."""
-        return torch.stack([self(f) for f in frames])
+def processor_output_hw(processor) -> tuple[int, int] | None:
+    """The (height, width) every image comes out at: the crop size, else a fixed resize size; None when
+    the output size depends on the input (shortest-edge resize without a crop)."""
+    if getattr(processor, "do_center_crop", False):
+        size = processor.crop_size
+    elif getattr(processor, "do_resize", False):
+        size = processor.size
+    else:
+        return None
+    h, w = size.get("height"), size.get("width")
+    return (int(h), int(w)) if h and w else None
 
 
-def load_preprocess(path: str | Path, image_size: int,
-                    filenames=("preprocessor_config.json",)) -> ClipPreprocess:
-    """The checkpoint's preprocessing numbers (first of `filenames` found) or CLIP defaults at
-    `image_size`; the output size must equal the vision tower's image size."""
-    pre = None
-    for name in filenames:
-        f = Path(path) / name
-        if f.is_file():
-            pre = ClipPreprocess.from_dict(json.loads(f.read_text(encoding="utf-8")))
-            break
-    if pre is None:
-        return ClipPreprocess.for_size(image_size)
-    if pre.output_hw() != (image_size, image_size):
-        raise ValueError(f"{path}: preprocessing gives {pre.output_hw()} pixels but the vision tower "
-                         f"expects {image_size}x{image_size}")
-    return pre
+def check_processor_size(processor, image_size: int, where) -> None:
+    got = processor_output_hw(processor)
+    if got != (image_size, image_size):
+        raise ValueError(f"{where}: the image processor gives {got} pixels but the vision tower expects "
+                         f"{image_size}x{image_size}")
+
+
+def load_image_processor(path: str | Path, image_size: int, default_class):
+    """The checkpoint's own image processor: `AutoImageProcessor.from_pretrained(path, backend="pil")` from
+    its preprocessor_config.json (the class that file names, PIL backend); without that file,
+    `default_class` at CLIP defaults sized to the tower. Its output size must equal the tower's."""
+    path = Path(path)
+    if (path / IMAGE_PROCESSOR_FILE).is_file():
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(str(path), backend="pil", local_files_only=True)
+    else:
+        processor = image_processor_at(default_class, image_size)
+    check_processor_size(processor, image_size, path)
+    return processor
+
+
+def processor_pixels(processor, frames) -> torch.Tensor:
+    """Frames (anything `to_rgb_uint8` takes) through a transformers image processor -> float32 [k, 3, h, w].
+
+    The frames go in as uint8 [H, W, 3] (channels_last stated, not guessed). VideoLlavaImageProcessor is asked
+    for its non-legacy output key (`pixel_values`, not the deprecated `pixel_values_images`)."""
+    from transformers import VideoLlavaImageProcessor
+
+    kw = {"return_legacy_image_output": False} if isinstance(processor, VideoLlavaImageProcessor) else {}
+    out = processor(images=[to_rgb_uint8(f) for f in frames], return_tensors="pt",
+                    input_data_format="channels_last", **kw)
+    return out["pixel_values"]
 
 
 def tile_grid(frames, rows: int, cols: int) -> np.ndarray:

@@ -1,10 +1,13 @@
 """Video-LLaVA-7B target backend (transformers VideoLlavaForConditionalGeneration).
 
-Frames: `specalign.dataset.sample_video_frames(sample, 8)` (the project's one sampler), each
-resized (shortest side -> vision image size, bicubic), center-cropped, /255, CLIP mean/std
-normalised -- by hand (common.ClipPreprocess), because transformers 5's VideoLlavaVideoProcessor
-needs torchvision. The numbers come from the checkpoint's video_preprocessor_config.json or
-preprocessor_config.json when present, else CLIP defaults at the tower's image size.
+Frames: `specalign.dataset.sample_video_frames(sample, 8)` (the project's one sampler), each through
+transformers' VideoLlavaImageProcessor (PIL/numpy, what the published checkpoint's preprocessor_config.json
+names and what processed videos in transformers 4): resize shortest side -> vision image size (bicubic),
+center crop, /255, CLIP mean/std. Not VideoLlavaVideoProcessor: in transformers 5 it needs torchvision,
+and its torch bicubic resize differs from PIL's by a grey level or two on some pixels. Loaded with
+`AutoImageProcessor.from_pretrained(path, backend="pil")` from preprocessor_config.json; a
+video_preprocessor_config.json (what transformers 5 saves for the video processor) takes precedence, its
+numbers given to VideoLlavaImageProcessor; neither file: CLIP defaults at the tower's image size.
 pixel_values_videos: float32 [1, 8, 3, S, S].
 
 Prompt: "USER: <video>\\n{question} ASSISTANT:", BOS first. `<video>` is expanded to
@@ -15,17 +18,43 @@ for the 7B model.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
-from ..models import Backend, ModelSpec, PromptInputs
-from .common import check_plain_load, encode_with_placeholder, grid_of, image_size_of, load_preprocess, special_ids
+from ..specs import ModelSpec
+from .base import Backend, PromptInputs
+from .common import (
+    check_plain_load,
+    check_processor_size,
+    encode_with_placeholder,
+    grid_of,
+    image_size_of,
+    load_image_processor,
+    processor_pixels,
+    special_ids,
+)
+from .prompts import VIDEO_TOKEN, video_prompt
 
 NUM_FRAMES = 8
-VIDEO_TOKEN = "<video>"
+VIDEO_PROCESSOR_FILE = "video_preprocessor_config.json"
 
 
-def video_prompt(question: str) -> str:
-    return f"USER: {VIDEO_TOKEN}\n{question} ASSISTANT:"
+def load_frame_processor(path, image_size: int):
+    """The processor every video frame goes through (a VideoLlavaImageProcessor, or what the checkpoint's
+    preprocessor_config.json names): the numbers of video_preprocessor_config.json when present (the keys an
+    image processor has: resize, crop, rescale, normalise, convert-rgb), else `load_image_processor`."""
+    from transformers import VideoLlavaImageProcessor
+
+    f = Path(path) / VIDEO_PROCESSOR_FILE
+    if not f.is_file():
+        return load_image_processor(path, image_size, VideoLlavaImageProcessor)
+    numbers = json.loads(f.read_text(encoding="utf-8"))
+    keys = set(VideoLlavaImageProcessor().to_dict()) - {"image_processor_type"}
+    processor = VideoLlavaImageProcessor.from_dict({k: v for k, v in numbers.items() if k in keys})
+    check_processor_size(processor, image_size, f)
+    return processor
 
 
 class VideoLlavaBackend(Backend):
@@ -46,8 +75,7 @@ class VideoLlavaBackend(Backend):
         self.tokens_per_frame = grid_of(vision) + 1  # CLS kept for video frames
         self.num_visual_tokens = self.num_frames * self.tokens_per_frame
         self.video_token_id = int(cfg.video_token_id)
-        self.image_processor = load_preprocess(
-            spec.path, image_size_of(vision), ("video_preprocessor_config.json", "preprocessor_config.json"))
+        self.image_processor = load_frame_processor(spec.path, image_size_of(vision))
         self.eos_token_id, self.pad_token_id = special_ids(self.tokenizer)
         if self.pad_token_id == self.video_token_id:
             raise ValueError(f"{spec.name}: pad id equals the <video> id {self.video_token_id}")
@@ -61,10 +89,10 @@ class VideoLlavaBackend(Backend):
     def pixel_values_videos(self, frames) -> torch.Tensor:
         if len(frames) != self.num_frames:
             raise ValueError(f"Video-LLaVA takes exactly {self.num_frames} frames, got {len(frames)}")
-        return self.image_processor.batch(frames).unsqueeze(0)
+        return processor_pixels(self.image_processor, frames).unsqueeze(0)
 
     def prompt_ids(self, question: str) -> tuple[list[int], str]:
-        text = video_prompt(question)
+        text = video_prompt(question, self.spec.option("prompt"))
         ids = encode_with_placeholder(self.tokenizer, text, VIDEO_TOKEN, self.video_token_id, self.num_visual_tokens)
         return ids, text
 

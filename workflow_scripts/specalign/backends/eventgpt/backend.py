@@ -1,7 +1,7 @@
 """EventGPT-7B draft backend: event stream -> 5 polarity frames -> CLIP -> T + N visual tokens.
 
-Prompt (conversation eventgpt_v1, as `prepare_event_prompt` builds it, always with the
-start/end strings):
+Prompt: option `prompt` (schema default: conversation eventgpt_v1, as `prepare_event_prompt`
+builds it, always with the start/end strings):
     "{system} USER: <ev_start><event><ev_end>\\n{question} ASSISTANT:"
 tokenised chunk by chunk around `<event>` (BOS only on the first chunk); the single
 EVENT_TOKEN_INDEX (-200) is expanded to T + N placeholders (T = 5 frames, N = (S/p)^2 + 1 =
@@ -11,24 +11,20 @@ The official code refuses streams of 100 ms or longer; this backend does not by 
 (the DSEC clips are 200 ms - 20 s). Option `max_event_ms` restores a limit (the original's is
 100): a stream whose duration (t.max - t.min, microseconds) is >= that raises ValueError.
 Option `event_frames` (default 5) changes T. The model's `tokenizer` key loads the tokenizer
-from another directory (see eventgpt.load_eventgpt).
+from another directory (see checkpoint.load_eventgpt).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..eventgpt import (
-    EVENT_TOKEN_INDEX,
-    NUM_EVENT_FRAMES,
-    event_prompt,
-    expand_event_placeholders,
-    load_eventgpt,
-    num_event_tokens,
-    tokenize_event_prompt,
-)
-from ..models import Backend, ModelSpec, PromptInputs
-from .common import check_plain_load, special_ids, to_rgb_uint8
+from ...specs import ModelSpec
+from ..base import Backend, PromptInputs
+from ..common import check_plain_load, special_ids, to_rgb_uint8
+from ..prompts import event_prompt
+from .checkpoint import load_eventgpt
+from .configuration import EVENT_TOKEN_INDEX, num_event_tokens
+from .processing import expand_event_placeholders, tokenize_event_prompt
 
 
 def event_duration_ms(events) -> float:
@@ -44,14 +40,15 @@ class EventGPTBackend(Backend):
         self._init_spec(spec)
         self.model, self.tokenizer, self.image_processor = load_eventgpt(
             spec.path, self.dtype, self.device, spec.attn_implementation, spec.tokenizer)
-        self.num_frames = int(spec.option("event_frames", NUM_EVENT_FRAMES))
-        self.max_event_ms = spec.option("max_event_ms", None)
+        self.num_frames = int(spec.option("event_frames"))
+        self.prompt_template = spec.option("prompt")
+        self.max_event_ms = spec.option("max_event_ms")
         self.num_visual_tokens = num_event_tokens(self.model.vision_config, self.num_frames)
         self.eos_token_id, self.pad_token_id = special_ids(self.tokenizer)
 
     def prepare(self, sample) -> PromptInputs:
-        from ..dataset import sample_events
-        from ..events import eventgpt_frames
+        from ...dataset import sample_events
+        from ...events import eventgpt_frames
 
         events = sample_events(sample)
         if self.max_event_ms is not None:
@@ -70,7 +67,7 @@ class EventGPTBackend(Backend):
         return torch.stack(pix).unsqueeze(0).float()
 
     def prompt_ids(self, question: str) -> tuple[list[int], str]:
-        text = event_prompt(question)
+        text = event_prompt(question, self.prompt_template)
         ids = expand_event_placeholders(tokenize_event_prompt(text, self.tokenizer), self.num_visual_tokens)
         return ids, text
 
