@@ -5,16 +5,13 @@
 
 rule report_html:
     input:
+        # every run's stored artifacts (the acceptance stage's), then the tables, the target
+        # vocabularies and the manifests of the runs' datasets
+        unpack(acceptance_inputs),
         summary="results/acceptance/summary.csv",
         per_position="results/acceptance/per_position.csv",
         cost="results/acceptance/cost_model.csv",
         loop="results/acceptance/loop_vs_replay.csv",
-        # every run's stored artifacts (stages.runs), and the manifests of their datasets
-        scores=[r.scores for r in stages.runs(config)],
-        tokens=sorted(
-            {f for r in stages.runs(config) for f in r.draft_tokens + r.target_tokens}
-        ),
-        translation=sorted({r.translation for r in stages.runs(config)}),
         vocab=sorted({r.target_vocab for r in stages.runs(config)}),
         manifest=sorted(stages.spec(config, "report_html")["manifests"].values()),
         fingerprint=fingerprint("report_html"),

@@ -653,3 +653,11 @@ def test_best_gamma_does_not_increase_with_c():
     for a in np.linspace(0, 1, 21):
         bests = [best_gamma(a, c) for c in cs]
         assert all(x >= y for x, y in zip(bests, bests[1:])), (a, bests)
+
+
+def test_run_lengths_hand_worked():
+    from specalign.acceptance import _run_lengths
+
+    got = _run_lengths(np.array([1, 1, 0, 1, 0, 0, 1, 1, 1], dtype=bool)).tolist()
+    assert got == [2, 1, 0, 1, 0, 0, 3, 2, 1]
+    assert _run_lengths(np.zeros(0, dtype=bool)).tolist() == []

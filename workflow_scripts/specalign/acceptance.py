@@ -76,12 +76,13 @@ def _check_gamma(gamma: int) -> int:
 def _run_lengths(matches: np.ndarray) -> np.ndarray:
     """run[j] = number of consecutive True values starting at j (0 if matches[j] is False).
 
-    Computed once backwards so each round is O(1) instead of rescanning the stream.
+    Computed once, vectorised, so each round is O(1) instead of rescanning the stream: with
+    next_false[j] the first index >= j holding False (len if none), run[j] = next_false[j] - j.
     """
-    run = np.zeros(len(matches) + 1, dtype=np.int64)
-    for j in range(len(matches) - 1, -1, -1):
-        run[j] = run[j + 1] + 1 if matches[j] else 0
-    return run[:-1]
+    m = np.asarray(matches, dtype=bool).reshape(-1)
+    idx = np.arange(len(m), dtype=np.int64)
+    next_false = np.minimum.accumulate(np.where(m, len(m), idx)[::-1])[::-1]
+    return next_false - idx
 
 
 def replay_rounds(matches: Sequence[bool], gamma: int, max_new_tokens: int) -> list[Round]:

@@ -173,7 +173,8 @@ def write_parquet(tbl: pa.Table, path: str | Path, name: str, metadata: dict[str
         meta[f"specalign.{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
     tbl = tbl.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
-        pq.write_table(tbl, tmp)
+        # zstd: token streams shrank from 17.8 to 14.2 bytes per token against snappy (docs/benchmarks.md)
+        pq.write_table(tbl, tmp, compression="zstd")
 
 
 def read_streams(token_files: Iterable[str | Path]) -> dict[str, list[int]]:
