@@ -148,6 +148,9 @@ def setup(snakemake) -> logging.Logger:
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(message)s")
     logging.captureWarnings(True)
+    # torchao (quantized drafts; peft imports it too) logs a warning for each CUDA kernel library it
+    # cannot load on a CPU machine: expected there, and not this job's news.
+    logging.getLogger("torchao").setLevel(logging.ERROR)
     logger = logging.getLogger(f"specalign.{snakemake.rule}")
     logger.info("rule %s wildcards %s", snakemake.rule, dict(snakemake.wildcards))
     if os.environ.get("SLURM_JOB_ID"):  # submitted through SLURM (profiles/slurm): say which job and GPU
