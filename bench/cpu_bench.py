@@ -97,10 +97,10 @@ REAL_DECODINGS = {"greedy": dict(do_sample=False), "sampled": dict(do_sample=Tru
 LOOP_GAMMAS, LOOP_DECODINGS = (1, 2, 4, 8), ("greedy", "sampled")
 REAL_SHARD_TOKENS = 138 * 128  # tokens in one generate shard of the real run (1100 clips / 8 shards x 128)
 
-SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
-PROMPT_WORDS = ["USER:", "ASSISTANT:"]
-BOS_ID, EOS_ID, PAD_ID = 1, 2, 3
-N_FIXED = len(SPECIALS) + len(PROMPT_WORDS)
+# The tiny models' tokenizer and the workflow copies are the test suite's own helpers (tests/).
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import BOS_ID, EOS_ID, N_FIXED, PAD_ID, build_word_tokenizer  # noqa: E402
+from workflow_helpers import copy_workflow, parse_job_stats  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -128,21 +128,6 @@ def finite(x) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ models
-def build_word_tokenizer(n_words: int, path: Path):
-    """A WordLevel tokenizer (whitespace split, BOS prepended), as tests/conftest.py builds it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(SPECIALS + PROMPT_WORDS + [f"w{i}" for i in range(n_words)])}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS_ID)])
-    tk.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                  pad_token="<pad>")
-    tok.save_pretrained(path)
-
-
 def build_llama(path: Path, n_words: int, hidden: int, layers: int, heads: int, init_std: float,
                 seed: int = 0) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -669,20 +654,6 @@ def section_tables(ctx: dict, S: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ section 5
-WORKFLOW_PARTS = ("Snakefile", "rules", "schemas", "workflow_scripts", "profiles")  # tests/workflow_helpers.py
-
-
-def copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for part in WORKFLOW_PARTS:
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, dest / part)
-    return dest
-
-
 def workflow_config(root: Path) -> dict:
     return {
         "datasets": {"dsec": {"kind": "dsec", "root": str(root), "instructions": "instructions.json", "split": None}},
@@ -700,21 +671,6 @@ def instruction_entries(n: int) -> list[dict]:
              "video_data": f"zurich_city_{i // 1000:02d}_a/{i:06d}",
              "conversations": [{"from": "human", "value": "<event>\n"}, {"from": "gpt", "value": ""}]}
             for i in range(n)]
-
-
-def parse_job_stats(out: str) -> dict[str, int]:
-    counts, in_table = {}, False
-    for line in out.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            in_table = True
-            continue
-        if in_table:
-            if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
-                counts[parts[0]] = int(parts[1])
-            elif parts and parts[0] == "total":
-                break
-    return counts
 
 
 def dry_run(wd: Path, prefix: list[str] | None = None,

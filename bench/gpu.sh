@@ -11,6 +11,13 @@
 #    installs .whl/*.whl into /tmp/site (no network needed), then runs the 7B-shaped benchmark in
 #    bf16 under `timeout` (BENCH_TIMEOUT, default 345 s; the script's own budget is 300 s).
 #    Results: $OUT/gpu_bench.json, gpu_bench.txt, gpu_bench.log ($OUT unset: ./bench_out).
+#    Sections run in order cost, reference, noise, loop, flips, bandwidth, drafts; the last two
+#    (target decode vs the ASSUMED --bandwidth-gbs bound at batch 1/16 and context 640/600/2100/4600;
+#    int8_weight / int4_weight / truncated drafts: c and the i.i.d. speedup at an ASSUMED --alpha)
+#    come after the loop, so the 300 s budget may skip them. To give them the time, e.g.:
+#        bash bench/gpu.sh --loop-prompts 2 --gammas 2,4 --chunks 1,5,full --prompts 4
+#    or raise both limits: BENCH_TIMEOUT=520 bash bench/gpu.sh --budget-s 470  (timeout_s 590).
+#    A variant that cannot run (torchao missing, a kernel unavailable) is an error string in the JSON.
 #
 # On a CPU-only machine: bash bench/gpu.sh --tiny   (a 2-layer 64-wide model, seconds).
 set -euo pipefail

@@ -26,6 +26,15 @@ Sections (each written to the JSON as soon as it is done; a time budget skips wh
 4. flips: the target teacher-forced along each reference stream in chunks of k tokens with a KV
    cache (k = gamma + 1 is what one verification pass holds; "full" = one pass, as scoring
    does), argmax compared with the step-by-step stream. fp32 shows none; bf16 may.
+5. bandwidth: the target's prefill tokens/s and decode ms per step at `--batches` (1, 16) through
+   `generation.generate(batch_size=b)`, and decode ms per token at `--context-lens` (640 ~ EventGPT,
+   600 ~ LLaVA, 2100 ~ Video-LLaVA with 8 frames, 4600), each beside the memory-bandwidth bound
+   weight bytes / `--bandwidth-gbs` (default 4800 GB/s, an H200's HBM3e: ASSUMED, not measured).
+6. drafts: decode ms per token of the target vs variants made from a deep copy of it with
+   specalign.backends.variants: `quantize` (`--quant-methods`; cuda: int8_weight, int4_weight; cpu:
+   int8_dynamic) and `truncate_layers` (`--truncate-layers`, 2, 4, 8); c = variant / target and the
+   i.i.d. speedup (specalign.acceptance.expected_speedup at best_gamma) at an ASSUMED `--alpha`
+   (0.9). A variant that fails (e.g. a torchao kernel missing) is recorded as an error string.
 
 Random weights: c, ms and tokens/s depend on the shapes only and carry over to real 7B models;
 acceptance and flip rates of random models do NOT (real models have other logit margins).
@@ -64,10 +73,10 @@ SHAPES = {
 DEFAULTS = {
     "7b": dict(device="cuda", dtype="bfloat16", prompts=8, loop_prompts=4, new_tokens=128, prompt_len=512,
                draft_layers=2, noise=0.05, prefill_lens="640,2100", chunks="1,2,3,5,9,full", budget_s=300.0,
-               decode_steps=32),
+               decode_steps=32, batches="1,16", context_lens="640,600,2100,4600", truncate_layers="2,4,8"),
     "tiny": dict(device="cpu", dtype="float32", prompts=4, loop_prompts=2, new_tokens=32, prompt_len=16,
                  draft_layers=1, noise=0.05, prefill_lens="16,64", chunks="1,2,3,5,9,full", budget_s=120.0,
-                 decode_steps=8),
+                 decode_steps=8, batches="1,4", context_lens="16,64", truncate_layers="1"),
 }
 FIRST_ID = 3  # random prompt ids avoid 0..2 (pad/bos/eos of Llama tokenizers)
 
@@ -89,6 +98,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--prefill-lens", help="prompt lengths timed for prefill (default 640,2100)")
     ap.add_argument("--chunks", help="verification chunk sizes for the flip check (default 1,2,3,5,9,full)")
     ap.add_argument("--decode-steps", type=int, help="decode steps timed per model for c (default 32)")
+    ap.add_argument("--batches", help="bandwidth: batch sizes timed through generate (default 1,16; tiny 1,4)")
+    ap.add_argument("--context-lens", help="bandwidth: prompt lengths for decode ms per token (default "
+                                           "640,600,2100,4600 ~ EventGPT, LLaVA, Video-LLaVA 8 frames, long; tiny 16,64)")
+    ap.add_argument("--bandwidth-gbs", type=float, default=4800.0,
+                    help="ASSUMED memory bandwidth for the decode bound (default 4800 = H200 HBM3e; not measured)")
+    ap.add_argument("--quant-methods", help="drafts: specalign quantization methods (default on cuda "
+                                            "int8_weight,int4_weight; else int8_dynamic)")
+    ap.add_argument("--truncate-layers", help="drafts: truncation depths (default 2,4,8; tiny 1)")
+    ap.add_argument("--alpha", type=float, default=0.9,
+                    help="drafts: ASSUMED acceptance for the i.i.d. predicted speedup (default 0.9; not measured)")
     ap.add_argument("--budget-s", type=float, help="skip work that would end after this many seconds (default 300; counted from the start)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -102,6 +121,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.gammas = [int(g) for g in str(args.gammas).split(",") if g]
     args.prefill_lens = [int(x) for x in str(args.prefill_lens).split(",") if x]
     args.chunks = [c if c == "full" else int(c) for c in str(args.chunks).split(",") if c]
+    args.batches = [int(x) for x in str(args.batches).split(",") if x]
+    args.context_lens = [int(x) for x in str(args.context_lens).split(",") if x]
+    args.truncate_layers = [int(x) for x in str(args.truncate_layers).split(",") if x]
+    if args.quant_methods is None:
+        args.quant_methods = "int8_weight,int4_weight" if str(args.device).startswith("cuda") else "int8_dynamic"
+    args.quant_methods = [m for m in str(args.quant_methods).split(",") if m]
+    if not 0.0 <= args.alpha <= 1.0:
+        ap.error("--alpha must lie in [0, 1]")
     args.loop_prompts = min(args.loop_prompts, args.prompts)
     args.out = Path(args.out or os.environ.get("OUT") or "bench_out")
     return args
@@ -123,7 +150,7 @@ def check_transformers() -> str:
 def llama_config(shape: dict, layers: int):
     from transformers import LlamaConfig
 
-    return LlamaConfig(**{**shape, "num_hidden_layers": layers}, max_position_embeddings=4096,
+    return LlamaConfig(**{**shape, "num_hidden_layers": layers}, max_position_embeddings=8192,
                        rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
                        pad_token_id=0, attn_implementation="sdpa")
 
@@ -450,6 +477,183 @@ def section_flips(target, prompts, ref: dict, args, budget: Budget, per_token_s:
     return chunks
 
 
+def weight_bytes(model) -> int:
+    """Bytes of the model's parameters (shared tensors once): what one decode step must read."""
+    return int(sum(t.numel() * t.element_size() for t in {id(t): t for t in model.parameters()}.values()))
+
+
+def decode_step_ms(backend, prompts, steps: int, batch_size: int = 1) -> tuple[float, float]:
+    """(median decode ms per step, prefill ms per row) through `generation.generate`, after one warm call.
+    At batch b one step emits b tokens: the step ms is the whole batch's."""
+    from specalign.generation import generate
+    from specalign.specs import Decoding
+
+    dec = Decoding(name="timing", do_sample=False, max_new_tokens=steps + 1)
+    generate(backend, prompts[:batch_size], Decoding(name="warm", max_new_tokens=2), batch_size=batch_size,
+             ignore_eos=True)
+    gens = generate(backend, prompts, dec, batch_size=batch_size, ignore_eos=True)
+    step_ms, prefill = [], []
+    for start in range(0, len(gens), batch_size):  # rows of one batch share their step times
+        step_ms += gens[start].decode_ms[1:]
+        prefill.append(gens[start].prefill_ms)
+    return median(step_ms), median(prefill)
+
+
+def section_bandwidth(target, shape: dict, args, budget: Budget, cost: dict, save, results: dict) -> dict:
+    """Prefill tokens/s and decode ms per step at batch 1 / `--batches`, and decode ms per step at the
+    real context lengths, each decode figure beside the memory-bandwidth bound weight bytes / bandwidth
+    (the bandwidth is `--bandwidth-gbs`, an ASSUMED figure, not measured)."""
+    wb = weight_bytes(target.model)
+    emb = target.model.get_input_embeddings().weight
+    bw = args.bandwidth_gbs * 1e9
+    bound_ms = wb / bw * 1000.0
+    head_dim = shape["hidden_size"] // shape["num_attention_heads"]
+    elt = next(target.model.parameters()).element_size()
+    kv_bytes_per_token = 2 * shape["num_hidden_layers"] * shape["num_key_value_heads"] * head_dim * elt
+    results.update({
+        "assumed_bandwidth_gbs": args.bandwidth_gbs,
+        "bandwidth_note": ("ASSUMED peak memory bandwidth (--bandwidth-gbs; 4800 GB/s = an H200's HBM3e spec), "
+                           "NOT measured. bound_ms = weight_bytes / bandwidth: the fastest a decode step can read "
+                           "every weight once; pct_of_bound = bound_ms / measured step ms x 100 (the share of the "
+                           "assumed bandwidth the step achieves). weight_bytes counts every parameter, the input "
+                           "embedding included (a step reads only b of its rows); bound_ms_with_kv adds the KV "
+                           "cache a step reads at that context."),
+        "weight_bytes": wb, "input_embedding_bytes": int(emb.numel() * emb.element_size()),
+        "kv_bytes_per_token": kv_bytes_per_token, "bound_ms": bound_ms, "batches": {}, "context": {},
+    })
+    t_tok = cost["target"]["decode_ms"] / 1000.0
+    pf = cost["target"]["prefill_ms"]
+    L_max = max(int(k) for k in pf)
+    t_pf_tok = pf[str(L_max)] / 1000.0 / L_max  # prefill seconds per prompt token
+    vocab = shape["vocab_size"]
+    steps = args.decode_steps
+    for b in args.batches:
+        est = 2 * ((steps + 3) * t_tok * (1 + b / 16) + b * args.prompt_len * t_pf_tok) * 1.5
+        if not budget.fits(est, f"bandwidth batch {b}"):
+            continue
+        prompts = random_prompts(b, args.prompt_len, vocab, args.seed + 300 + b, "bw")
+        step_ms, prefill_row_ms = decode_step_ms(target, prompts, steps, batch_size=b)
+        ctx = args.prompt_len + steps // 2
+        with_kv = (wb + b * ctx * kv_bytes_per_token) / bw * 1000.0
+        results["batches"][str(b)] = {
+            "prompt_len": args.prompt_len, "decode_steps": steps,
+            "prefill_ms": prefill_row_ms * b, "prefill_tokens_per_s": 1000.0 * args.prompt_len / prefill_row_ms,
+            "decode_step_ms": step_ms, "decode_ms_per_token": step_ms / b,
+            "decode_tokens_per_s": 1000.0 * b / step_ms,
+            "bound_ms": bound_ms, "pct_of_bound": 100.0 * bound_ms / step_ms,
+            "bound_ms_with_kv": with_kv, "pct_of_bound_with_kv": 100.0 * with_kv / step_ms,
+        }
+        log(f"bandwidth batch {b}: prefill {results['batches'][str(b)]['prefill_tokens_per_s']:.0f} tok/s, "
+            f"decode {step_ms:.2f} ms/step ({100.0 * bound_ms / step_ms:.0f}% of the {bound_ms:.2f} ms bound)")
+        save()
+    for L in args.context_lens:
+        est = ((steps + 3) * t_tok * (1 + L / 4096) + 2 * L * t_pf_tok) * 1.5
+        if not budget.fits(est, f"bandwidth context {L}"):
+            continue
+        prompts = random_prompts(1, L, vocab, args.seed + 400 + L, "ctx")
+        step_ms, prefill_ms = decode_step_ms(target, prompts, steps, batch_size=1)
+        with_kv = (wb + (L + steps // 2) * kv_bytes_per_token) / bw * 1000.0
+        results["context"][str(L)] = {
+            "prompt_len": L, "decode_steps": steps, "prefill_ms": prefill_ms,
+            "prefill_tokens_per_s": 1000.0 * L / prefill_ms, "decode_ms_per_token": step_ms,
+            "bound_ms": bound_ms, "pct_of_bound": 100.0 * bound_ms / step_ms,
+            "bound_ms_with_kv": with_kv, "pct_of_bound_with_kv": 100.0 * with_kv / step_ms,
+        }
+        log(f"bandwidth context {L}: decode {step_ms:.2f} ms/token ({100.0 * bound_ms / step_ms:.0f}% of the bound)")
+        save()
+    return results
+
+
+def iid_model():
+    """(expected_speedup, best_gamma): specalign.acceptance's, or local copies of its formulas where it
+    cannot be imported (it needs polars, absent on the GPU image)."""
+    try:
+        from specalign.acceptance import best_gamma, expected_speedup
+        return expected_speedup, best_gamma, "specalign.acceptance"
+    except ImportError:
+        pass
+
+    def expected_speedup(alpha, gamma, c):
+        return float(sum(alpha ** k for k in range(int(gamma) + 1))) / (gamma * float(c) + 1.0)
+
+    def best_gamma(alpha, c, max_gamma=16):
+        if alpha <= c:
+            return 0
+        s = [expected_speedup(alpha, g, c) for g in range(1, max_gamma + 1)]
+        best = max(range(len(s)), key=lambda i: (s[i], -i))
+        return best + 1 if s[best] > 1.0 else 0
+
+    return expected_speedup, best_gamma, "local copy of specalign.acceptance (polars missing)"
+
+
+def section_drafts(target, shape: dict, args, budget: Budget, cost: dict, build_s: float, save,
+                   results: dict) -> dict:
+    """Decode ms per token of the target vs each variant made from a deep copy of it with
+    specalign.backends.variants (quantize / truncate_layers); c = variant / target; the i.i.d.
+    speedup at the ASSUMED `--alpha`. A variant that fails is recorded as its error string."""
+    from specalign.backends import variants
+
+    expected_speedup, best_gamma, impl = iid_model()
+    alpha = args.alpha
+    n_layers = len(variants.decoder_layers(target.model)[1])
+    results.update({
+        "assumed_alpha": alpha,
+        "alpha_note": ("ASSUMED acceptance (--alpha), not measured here: random weights say nothing about a real "
+                       "model's acceptance; the quantized self-draft's alpha is what the workflow's loop measures "
+                       "on the demo. predicted_speedup_iid = expected_speedup(alpha, best_gamma(alpha, c), c); "
+                       "1.0 where best_gamma is 0 (no gamma beats plain decoding)."),
+        "iid_model": impl, "decode_steps": args.decode_steps, "prompt_len": args.prompt_len,
+        "target": {}, "variants": {},
+    })
+    prompts = random_prompts(2, args.prompt_len, shape["vocab_size"], args.seed + 500, "dr")
+    t_tok = cost["target"]["decode_ms"] / 1000.0
+    est_decode = 3 * (args.decode_steps + 3) * t_tok * 1.5
+    if not budget.fits(est_decode, "drafts target"):
+        return results
+    target_ms, _ = decode_step_ms(target, prompts, args.decode_steps)
+    results["target"] = {"decode_ms": target_ms, "layers": n_layers, "dtype": args.dtype,
+                         "weight_bytes": weight_bytes(target.model)}
+    log(f"drafts target: {target_ms:.2f} ms/token")
+    save()
+    todo = [(f"quant_{m}", "quantization", m) for m in args.quant_methods]
+    todo += [(f"layers{k}", "truncation", k) for k in args.truncate_layers]
+    for name, kind, what in todo:
+        # a deep copy of the target (about build_s) + quantization (~ another build) + the timing
+        est = (2.0 if kind == "quantization" else 1.0) * build_s + est_decode
+        if not budget.fits(est, f"drafts {name}"):
+            continue
+        entry = {"kind": kind, ("method" if kind == "quantization" else "truncate_layers"): what}
+        results["variants"][name] = entry
+        m = None
+        try:
+            t0 = time.perf_counter()
+            m = copy.deepcopy(target.model)
+            if kind == "quantization":
+                variants.quantize(m, what, name)
+            else:
+                variants.truncate_layers(m, what, name)
+            sync(target.device)
+            entry["make_s"] = time.perf_counter() - t0
+            entry["layers"] = len(variants.decoder_layers(m)[1])
+            ms, _ = decode_step_ms(make_backend(name, m), prompts, args.decode_steps)
+            c = ms / target_ms
+            g = best_gamma(alpha, c)
+            entry.update(decode_ms=ms, target_ms=target_ms, c=c, best_gamma=g,
+                         predicted_speedup_iid=expected_speedup(alpha, g, c) if g > 0 else 1.0,
+                         predicted_speedup_by_gamma={str(k): expected_speedup(alpha, k, c) for k in args.gammas})
+            log(f"drafts {name}: {ms:.2f} ms/token, c {c:.3f}, best gamma {g} at alpha {alpha} "
+                f"-> x{entry['predicted_speedup_iid']:.2f}")
+        except Exception as e:  # noqa: BLE001 - e.g. a torchao kernel missing on this device: record it
+            entry["error"] = f"{type(e).__name__}: {e}"[:500]
+            log(f"drafts {name}: FAILED {entry['error']}")
+        finally:
+            del m
+            if target.device.type == "cuda":
+                torch.cuda.empty_cache()
+        save()
+    return results
+
+
 # ------------------------------------------------------------------------------------------ main
 def write_json(out_dir: Path, result: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -487,6 +691,31 @@ def table(result: dict) -> str:
         lines.append("verify chunk  positions  flips  flip rate  pass ms")
         for k, c in flips.items():
             lines.append(f"{k:>12}  {c['positions']:9d}  {c['flips']:5d}  {c['flip_rate']:9.5f}  {c['pass_ms']:7.2f}")
+    bw = result.get("bandwidth", {})
+    if bw.get("batches") or bw.get("context"):
+        lines.append("")
+        lines.append(f"target decode vs the bandwidth bound ({bw['weight_bytes'] / 1e9:.2f} GB of weights / ASSUMED "
+                     f"{bw['assumed_bandwidth_gbs']:g} GB/s = {bw['bound_ms']:.3f} ms per step)")
+        lines.append("           prompt  prefill tok/s  step ms  ms/token  decode tok/s  %bound  %bound+kv")
+        rows = [(f"batch {b}", r, r["decode_step_ms"], r["decode_ms_per_token"], r["decode_tokens_per_s"])
+                for b, r in bw["batches"].items()]
+        rows += [(f"ctx {L}", r, r["decode_ms_per_token"], r["decode_ms_per_token"], 1000.0 / r["decode_ms_per_token"])
+                 for L, r in bw["context"].items()]
+        for label, r, step, per_tok, tps in rows:
+            lines.append(f"{label:<10} {r['prompt_len']:6d}  {r['prefill_tokens_per_s']:13.0f}  {step:7.2f}  "
+                         f"{per_tok:8.3f}  {tps:12.1f}  {r['pct_of_bound']:6.1f}  {r['pct_of_bound_with_kv']:9.1f}")
+    dr = result.get("drafts", {})
+    if dr.get("target"):
+        lines.append("")
+        lines.append(f"drafts from the target (decode {dr['target']['decode_ms']:.2f} ms/token, "
+                     f"{dr['target']['layers']} layers); i.i.d. prediction at ASSUMED alpha {dr['assumed_alpha']:g}")
+        lines.append("variant             layers  decode ms/tok      c  best gamma  pred.speedup")
+        for name, v in dr["variants"].items():
+            if "error" in v:
+                lines.append(f"{name:<19} ERROR {v['error'][:90]}")
+            else:
+                lines.append(f"{name:<19} {v['layers']:6d}  {v['decode_ms']:13.2f}  {v['c']:5.3f}  {v['best_gamma']:10d}  "
+                             f"{v['predicted_speedup_iid']:12.2f}")
     if result.get("skipped"):
         lines.append("")
         lines.append(f"skipped (time budget): {len(result['skipped'])} items, e.g. {result['skipped'][:3]}")
@@ -592,6 +821,17 @@ def main(argv=None) -> int:
                             "logit_gap: top-1 minus top-2 logit along the streams (random weights: not a real "
                             "model's margins).")
     done("flips")
+
+    del drafts["noisy"], noisy_m  # free the noisy copy's memory for the variants below
+    result["bandwidth"] = {}
+    section_bandwidth(target, shape, args, budget, result["cost"], lambda: write_json(args.out, result),
+                      result["bandwidth"])
+    done("bandwidth")
+
+    result["drafts"] = {}
+    section_drafts(target, shape, args, budget, result["cost"], result["build_s"], lambda: write_json(args.out, result),
+                   result["drafts"])
+    done("drafts")
 
     if device.type == "cuda":
         result["env"]["gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import random
 import subprocess
@@ -43,7 +44,7 @@ def tiny_run(tmp_path_factory):
 def test_every_section_ran_and_wrote_its_fields(tiny_run):
     res, stdout, out = tiny_run
     args = res["args"]
-    assert res["sections_done"] == ["build", "cost", "reference", "noise", "loop", "flips"]
+    assert res["sections_done"] == ["build", "cost", "reference", "noise", "loop", "flips", "bandwidth", "drafts"]
     assert res["skipped"] == []
     assert res["env"]["dtype"] == "float32" and res["shape"]["hidden_size"] == 64
     drafts = ["noisy", f"layers{args['draft_layers']}"]
@@ -86,11 +87,90 @@ def test_fp32_is_exact(tiny_run):
     assert res["loop"]["noisy"]["greedy_match_rate"] >= 0.6
 
 
+def _finite_positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_bandwidth_section(tiny_run):
+    """Prefill / decode at every batch and context length, beside the bound from the ASSUMED bandwidth."""
+    res, stdout, _ = tiny_run
+    args, bw = res["args"], res["bandwidth"]
+    assert bw["assumed_bandwidth_gbs"] == args["bandwidth_gbs"] == 4800.0 and "ASSUMED" in bw["bandwidth_note"]
+    assert list(bw["batches"]) == [str(b) for b in args["batches"]] == ["1", "4"]
+    assert list(bw["context"]) == [str(L) for L in args["context_lens"]] == ["16", "64"]
+    assert _finite_positive(bw["weight_bytes"]) and _finite_positive(bw["bound_ms"])
+    assert bw["bound_ms"] == pytest.approx(bw["weight_bytes"] / (bw["assumed_bandwidth_gbs"] * 1e9) * 1000.0)
+    for b, r in bw["batches"].items():
+        for key in ("prefill_ms", "prefill_tokens_per_s", "decode_step_ms", "decode_ms_per_token",
+                    "decode_tokens_per_s", "bound_ms", "pct_of_bound", "bound_ms_with_kv", "pct_of_bound_with_kv"):
+            assert _finite_positive(r[key]), (b, key)
+        assert r["decode_ms_per_token"] == pytest.approx(r["decode_step_ms"] / int(b))
+        assert r["pct_of_bound"] == pytest.approx(100.0 * r["bound_ms"] / r["decode_step_ms"])
+        assert r["bound_ms_with_kv"] > r["bound_ms"]
+    for L, r in bw["context"].items():
+        assert r["prompt_len"] == int(L)
+        for key in ("prefill_ms", "prefill_tokens_per_s", "decode_ms_per_token", "pct_of_bound", "bound_ms_with_kv"):
+            assert _finite_positive(r[key]), (L, key)
+        assert r["pct_of_bound"] == pytest.approx(100.0 * r["bound_ms"] / r["decode_ms_per_token"])
+    assert "bandwidth bound" in stdout and "ctx 64" in stdout and "batch 4" in stdout
+
+
+def test_drafts_section(tiny_run):
+    """Every variant made from a copy of the target: c = variant_ms / target_ms, the i.i.d. prediction at
+    the assumed alpha is specalign.acceptance's, and the truncated draft has fewer layers."""
+    from specalign.acceptance import best_gamma, expected_speedup
+
+    res, stdout, _ = tiny_run
+    args, dr = res["args"], res["drafts"]
+    assert dr["assumed_alpha"] == args["alpha"] == 0.9 and "ASSUMED" in dr["alpha_note"]
+    assert dr["iid_model"] == "specalign.acceptance"
+    target_ms = dr["target"]["decode_ms"]
+    assert _finite_positive(target_ms) and dr["target"]["layers"] == res["shape"]["num_hidden_layers"]
+    assert args["quant_methods"] == ["int8_dynamic"] and args["truncate_layers"] == [1]
+    assert set(dr["variants"]) == {"quant_int8_dynamic", "layers1"}
+    computed = 0
+    for name, v in dr["variants"].items():
+        if "error" in v:  # a failed method is recorded, not raised; truncation never fails here
+            assert v["kind"] == "quantization" and isinstance(v["error"], str) and v["error"], name
+            continue
+        assert _finite_positive(v["decode_ms"]) and _finite_positive(v["c"]), name
+        assert v["target_ms"] == target_ms
+        assert v["c"] == v["decode_ms"] / target_ms, name
+        assert v["best_gamma"] == best_gamma(dr["assumed_alpha"], v["c"])
+        want = expected_speedup(dr["assumed_alpha"], v["best_gamma"], v["c"]) if v["best_gamma"] else 1.0
+        assert v["predicted_speedup_iid"] == pytest.approx(want) and _finite_positive(v["predicted_speedup_iid"])
+        for g, sp in v["predicted_speedup_by_gamma"].items():
+            assert sp == pytest.approx(expected_speedup(dr["assumed_alpha"], int(g), v["c"]))
+        computed += 1
+    trunc = dr["variants"]["layers1"]
+    assert "error" not in trunc and trunc["layers"] == 1 < dr["target"]["layers"]
+    assert dr["variants"]["quant_int8_dynamic"].get("layers", dr["target"]["layers"]) == dr["target"]["layers"]
+    assert computed >= 1
+    assert "drafts from the target" in stdout and "layers1" in stdout
+
+
+def test_a_failing_variant_is_recorded_not_raised(tmp_path):
+    """A quantization method that cannot run (here: a CUDA method on the CPU) leaves an error string."""
+    bench = load_bench()
+    argv = ["--tiny", "--out", str(tmp_path), "--prompts", "1", "--loop-prompts", "1", "--gammas", "1",
+            "--chunks", "1", "--new-tokens", "4", "--batches", "1", "--context-lens", "8",
+            "--quant-methods", "int4_weight", "--truncate-layers", "1"]
+    assert bench.main(argv) == 0
+    res = json.loads((tmp_path / "gpu_bench.json").read_text())
+    v = res["drafts"]["variants"]
+    assert res["sections_done"][-1] == "drafts"
+    assert "error" in v["quant_int4_weight"] and isinstance(v["quant_int4_weight"]["error"], str)
+    assert v["layers1"]["c"] == v["layers1"]["decode_ms"] / res["drafts"]["target"]["decode_ms"]
+
+
 def test_budget_skips_work_and_still_writes_the_json(tmp_path):
     bench = load_bench()
     assert bench.main(["--tiny", "--out", str(tmp_path), "--budget-s", "0", "--prompts", "2"]) == 0
     res = json.loads((tmp_path / "gpu_bench.json").read_text())
-    assert res["sections_done"][-1] == "flips"
+    assert res["sections_done"][-3:] == ["flips", "bandwidth", "drafts"]
+    assert res["bandwidth"]["batches"] == {} and res["bandwidth"]["context"] == {}
+    assert res["drafts"]["variants"] == {} and res["drafts"]["target"] == {}
+    assert any(s.startswith("bandwidth") for s in res["skipped"]) and any(s.startswith("drafts") for s in res["skipped"])
     assert res["skipped"] and res["reference"]["streams"] == 0
     assert all(d["gammas"] == {} for d in res["loop"].values())
 

@@ -88,6 +88,11 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     out = snakemake(workdir, "-n", *args).stdout
     if "Nothing to be done" in out:
         return {}
+    return parse_job_stats(out)
+
+
+def parse_job_stats(out: str) -> dict[str, int]:
+    """Rule -> job count from snakemake's 'Job stats' table (also used by bench/cpu_bench.py)."""
     counts, in_table = {}, False
     for line in out.splitlines():
         parts = line.split()
