@@ -14,8 +14,10 @@ A training user can trust: the batch order is a function of (seed, step) only, a
 state (trainable weights, optimiser, schedule, step) is written atomically every
 `checkpoint_every` steps outside the job's output, so a killed job resumes from its last state
 and ends with the same weights as an uninterrupted one (deterministic on a CPU). LoRA adapters
-(peft) on the decoder's attention projections for big drafts, merged into the written
-checkpoint; full fine-tuning of the language model for tiny ones. The vision tower stays frozen.
+(peft) on the decoder layers' attention projections for big drafts (everything else frozen),
+merged into the written checkpoint; full fine-tuning for tiny ones: every parameter of the model's
+decoder (`get_decoder()`: for EventGPT that module also holds the event encoder and projector, which
+then train too; for Video-LLaVA / LLaVA only the language model) and the LM head.
 """
 from __future__ import annotations
 
@@ -122,8 +124,8 @@ def build_examples(draft, target, samples, token_map, settings: DistillSettings,
 
 # ------------------------------------------------------------------------------------------ model
 def trainable(model, settings: DistillSettings):
-    """Wrap or unfreeze the draft: LoRA on the decoder's attention projections, or every
-    language-model parameter; the vision tower (and projector) stay as they are."""
+    """Wrap or unfreeze the draft: LoRA on the decoder layers' attention projections (the rest
+    frozen), or every parameter of `get_decoder()` and the LM head (see the module doc)."""
     from .backends.variants import decoder_layers
 
     decoder, layers = decoder_layers(model)
