@@ -271,7 +271,8 @@ def samples_from_instructions(root: str | Path, json_path: str | Path, questions
 # Manifest
 # --------------------------------------------------------------------------
 
-def _rel(path: Path | None, root: Path) -> str:
+def relative_path(path: Path | None, root: Path) -> str:
+    """`path` relative to a dataset root for tables and messages ("" for None; as is outside root)."""
     if path is None:
         return ""
     try:
@@ -346,14 +347,14 @@ def _manifest_row(sample: Sample, root: Path, sensor_size: tuple[int, int] | Non
     try:
         ev = load_event_file(sample.event_path)
     except EventFileError as exc:
-        raise SampleError(sid, _rel(sample.event_path, root), str(exc)) from exc
+        raise SampleError(sid, relative_path(sample.event_path, root), str(exc)) from exc
     n = int(ev["t"].shape[0])
     if n == 0:
-        raise SampleError(sid, _rel(sample.event_path, root), "event file holds zero events")
+        raise SampleError(sid, relative_path(sample.event_path, root), "event file holds zero events")
     try:
         check_events(ev, sensor_size)
     except ValueError as exc:
-        raise SampleError(sid, _rel(sample.event_path, root), str(exc)) from exc
+        raise SampleError(sid, relative_path(sample.event_path, root), str(exc)) from exc
 
     # The video is the target's input: a declared mp4 must decode (it is what
     # sample_video_frames reads first); a declared but absent mp4 or PNG
@@ -364,7 +365,7 @@ def _manifest_row(sample: Sample, root: Path, sensor_size: tuple[int, int] | Non
         try:
             video.check_readable(mp4)
         except (OSError, ValueError) as exc:
-            raise SampleError(sid, _rel(mp4, root), f"unreadable video: {exc}") from exc
+            raise SampleError(sid, relative_path(mp4, root), f"unreadable video: {exc}") from exc
     png_problem = ""
     if vdir is not None:
         try:
@@ -372,7 +373,7 @@ def _manifest_row(sample: Sample, root: Path, sensor_size: tuple[int, int] | Non
         except (OSError, ValueError) as exc:
             png_problem, vdir = f" ({exc})", None
     if mp4 is None and vdir is None:
-        declared = [_rel(p, root) for p in (sample.mp4_path, sample.video_dir) if p is not None]
+        declared = [relative_path(p, root) for p in (sample.mp4_path, sample.video_dir) if p is not None]
         raise SampleError(sid, ", ".join(declared) or None,
                           f"no readable video: mp4 absent, PNG frame folder absent or unreadable{png_problem}")
 
@@ -382,10 +383,10 @@ def _manifest_row(sample: Sample, root: Path, sensor_size: tuple[int, int] | Non
     try:
         num_frames = count_frames(src)
     except (OSError, ValueError) as exc:
-        raise SampleError(sid, _rel(src, root), f"cannot count video frames: {exc}") from exc
+        raise SampleError(sid, relative_path(src, root), f"cannot count video frames: {exc}") from exc
     short = num_frames < min_frames
     if short and short_video == "refuse":
-        raise SampleError(sid, _rel(src, root),
+        raise SampleError(sid, relative_path(src, root),
                           f"short video: {num_frames} frames, fewer than min_frames {min_frames} "
                           f"(short_video: refuse)")
 
@@ -399,10 +400,10 @@ def _manifest_row(sample: Sample, root: Path, sensor_size: tuple[int, int] | Non
         "split": sample.split,
         "question": sample.question,
         "reference": sample.reference,
-        "event_path": _rel(sample.event_path, root),
-        "video_dir": _rel(vdir, root),
-        "mp4_path": _rel(mp4, root),
-        "event_image_paths": [_rel(p, root) for p in images],
+        "event_path": relative_path(sample.event_path, root),
+        "video_dir": relative_path(vdir, root),
+        "mp4_path": relative_path(mp4, root),
+        "event_image_paths": [relative_path(p, root) for p in images],
         "duration_ms": float(t.max() - t.min()) / 1000.0,
         "num_events": n,
         "width": int(ev["x"].max()) + 1,

@@ -46,9 +46,7 @@ from . import acceptance as acc
 from .artifacts import read_streams
 from .explain import disagreement_table
 from .specs import Run
-from .summary import draft_to_target
-
-UNMAPPED = -1
+from .summary import UNMAPPED, mapped_draft_streams  # noqa: F401 (UNMAPPED: re-exported for callers)
 
 TOKEN_CLASSES = ("special", "punctuation", "number", "function_word", "content_word")
 
@@ -99,16 +97,6 @@ def vocab_text(vocab: pl.DataFrame) -> dict[int, str]:
 
 
 # ------------------------------------------------------------------------------------ free-running
-def map_draft_stream(ids: Sequence[int], d2t: Mapping[int, Sequence[int]]) -> list[int]:
-    """A draft stream in target ids, as summary.positional maps it (unmapped -> -1)."""
-    return [t for d in ids for t in d2t.get(d, [UNMAPPED]) or [UNMAPPED]]
-
-
-def mapped_draft_streams(run: Run) -> dict[str, list[int]]:
-    d2t = draft_to_target(run.translation)
-    return {sid: map_draft_stream(ids, d2t) for sid, ids in read_streams(run.draft_tokens).items()}
-
-
 def first_divergence(drafts: Mapping[str, Sequence[int]], targets: Mapping[str, Sequence[int]]) -> pl.DataFrame:
     """Per sample in both: the first position where the free-running outputs differ.
 

@@ -34,6 +34,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the blosc filter DSEC's events.h5 files need)
 import numpy as np
 
+from .dataset import relative_path
 from .demo_data import N_EVENT_FRAMES, atomic_dataset_dir, write_clip
 from .video import read_pngs
 
@@ -268,16 +269,9 @@ class BuildSummary:
         return sum(self.clips_per_sequence.values())
 
 
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
-
-
 def _skip(summary: BuildSummary, sid: str, raw_root: Path, start: int, end: int, file: Path, reason: str) -> None:
     # A window that is not written is an errors row, never silently dropped.
-    summary.errors.append({"sample_id": sid, "stage": STAGE, "file": _rel(file, raw_root),
+    summary.errors.append({"sample_id": sid, "stage": STAGE, "file": relative_path(file, raw_root),
                            "error": f"window [{start}, {end}) us: {reason}"})
 
 

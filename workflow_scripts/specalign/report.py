@@ -149,7 +149,7 @@ def draft_ranking(summary: pl.DataFrame, loop: pl.DataFrame) -> pl.DataFrame:
                           .over(["dataset", "target", "decoding"]).cast(pl.Int64).alias("rank")))
 
 
-def _csv(path) -> pl.DataFrame:
+def read_csv(path) -> pl.DataFrame:
     try:
         return pl.read_csv(path, infer_schema_length=None)
     except pl.exceptions.NoDataError:  # a table with no rows is written as an empty file
@@ -172,8 +172,8 @@ def build_report(runs: list[Run], inputs) -> tuple[str, str]:
         explained[key] = (top, by_reason(scores, reachable), by_position(scores))
         tables.append(top.with_columns(*(pl.lit(v).alias(k) for k, v in r.keys.items())))
     disagreements = pl.concat(tables).write_csv(float_precision=6) if tables else ""
-    md = render(_csv(inputs.summary), _csv(inputs.loop), _csv(inputs.cost), stats, explained)
-    return md + distillation_section(_csv(inputs.distillation)) + clip_datasets_section(inputs.clips), disagreements
+    md = render(read_csv(inputs.summary), read_csv(inputs.loop), read_csv(inputs.cost), stats, explained)
+    return md + distillation_section(read_csv(inputs.distillation)) + clip_datasets_section(inputs.clips), disagreements
 
 
 def distillation_section(df: pl.DataFrame) -> str:

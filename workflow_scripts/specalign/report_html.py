@@ -37,7 +37,7 @@ import polars as pl
 
 from . import acceptance as acc
 from .divergence import TOKEN_CLASSES, Divergence, analyse_run
-from .report import draft_ranking, md_table
+from .report import draft_ranking, md_table, read_csv
 from .specs import Run
 
 # plot key -> (file name under results/report/, title)
@@ -69,13 +69,6 @@ class HtmlReport:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def read_csv(path) -> pl.DataFrame:
-    try:
-        return pl.read_csv(path, infer_schema_length=None)
-    except pl.exceptions.NoDataError:  # a table with no rows is written as an empty file
-        return pl.DataFrame()
-
-
 def temperature(run: Run) -> float:
     """The decoding's temperature; greedy decoding is temperature 0."""
     return 0.0 if run.decoding.greedy else float(run.decoding.temperature)

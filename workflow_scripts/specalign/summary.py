@@ -71,12 +71,20 @@ def cost_ratio_ci(draft_files: list[str], target_files: list[str], n_boot: int =
                                            n_boot=n_boot, seed=seed)
 
 
+UNMAPPED = -1  # a draft token the target cannot hold, in a mapped stream
+
+
+def mapped_draft_streams(run: Run) -> dict[str, list[int]]:
+    """The draft's free-running streams in target ids (a 1:n entry gives n ids, unmapped -> -1):
+    the one mapping behind the positional match and the divergence analysis."""
+    d2t = draft_to_target(run.translation)
+    return {sid: [t for d in ids for t in d2t.get(d, [UNMAPPED]) or [UNMAPPED]]
+            for sid, ids in read_streams(run.draft_tokens).items()}
+
+
 def positional(run: Run, targets: dict[str, list[int]]) -> acc.PositionalMatch:
     """The seed's measure: free-running draft output (mapped to target ids) vs target output."""
-    d2t = draft_to_target(run.translation)
-    drafts = {sid: [t for d in ids for t in d2t.get(d, [-1]) or [-1]]
-              for sid, ids in read_streams(run.draft_tokens).items()}
-    return acc.positional_match_rate(drafts, targets)
+    return acc.positional_match_rate(mapped_draft_streams(run), targets)
 
 
 TABLES = ("summary", "per_position", "cost", "loop")
