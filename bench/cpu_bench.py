@@ -29,7 +29,8 @@ Sections:
    decodings, 8 shards, bootstrap 1000); replay throughput of `acceptance.replay_summary`.
 5. workflow overhead: `snakemake -n --cores 1` on a private copy of the workflow with a `dsec`
    dataset of N instruction entries (no clip on disk) and 3 causal_lm models with nonexistent paths.
-6. storage: Parquet bytes per token of the tokens, scores and rounds artifacts of sections 1-2.
+6. storage: Parquet bytes per token of the tokens, scores and rounds artifacts of sections 1-2, and of one
+   tokens file of a real generate shard's size.
 
 Writes cpu_bench.json, cpu_bench.txt and artifacts/ into --out (default ./bench_out, git-ignored)
 and, in the full run, docs/benchmarks.md (--doc PATH elsewhere, --no-doc none).
@@ -78,6 +79,7 @@ FULL = dict(
     tab_clips=1100, tab_tokens=128, tab_shards=8, tab_boot=1000, tab_vocab=32000, tab_reps=2,
     thr_positions=(100_000, 1_000_000, 10_000_000), thr_boot=100,
     wf_samples=(1_000, 10_000, 100_000), wf_reps=5, wf_cold=True, wf_strace=True,
+    shard_prompts=138, shard_tokens=128,  # one generate shard of the real run: REAL_SHARD_TOKENS
 )
 QUICK = dict(
     hidden=64, layers=2, heads=4, n_words=58, init_std=0.02, noise=0.1, prompt_words=(4, 10),
@@ -89,6 +91,7 @@ QUICK = dict(
     tab_clips=24, tab_tokens=16, tab_shards=2, tab_boot=20, tab_vocab=64, tab_reps=1,
     thr_positions=(2_000, 20_000), thr_boot=20,
     wf_samples=(10, 100, 1_000), wf_reps=1, wf_cold=False, wf_strace=False,
+    shard_prompts=8, shard_tokens=16,
 )
 # The real run (config/real_models.yaml): what section 4 builds synthetically.
 REAL_PAIRS = (("m_draft", "m_target1"), ("m_draft", "m_target2"), ("m_target1", "m_target1"))
@@ -477,7 +480,7 @@ def build_synthetic_run(root: Path, S: dict, rng) -> tuple[list, dict]:
     import pyarrow as pa
 
     from specalign import artifacts as A
-    from specalign.acceptance import replay_rounds
+    from specalign.acceptance import Streams, replay
     from specalign.specs import Decoding, Run
 
     n, L, V, shards = S["tab_clips"], S["tab_tokens"], S["tab_vocab"], S["tab_shards"]
@@ -511,7 +514,6 @@ def build_synthetic_run(root: Path, S: dict, rng) -> tuple[list, dict]:
                         "position": np.tile(np.arange(L, dtype=np.int32), len(idx)),
                         "token_id": s[idx].reshape(-1),
                         "logprob": -rng.exponential(1.0, rows).astype(np.float32),
-                        "text": [words[x] for x in s[idx].reshape(-1)],
                         "prefill_ms": np.repeat(rng.uniform(50, 60, len(idx)).astype(np.float32), L),
                         "decode_ms": rng.uniform(20, 30, rows).astype(np.float32),
                         "finish_reason": ["length"] * rows,
@@ -546,21 +548,19 @@ def build_synthetic_run(root: Path, S: dict, rng) -> tuple[list, dict]:
             if dn in LOOP_DECODINGS:
                 for g in LOOP_GAMMAS:
                     # the loop's rounds: the replay of the same matches (what a greedy loop must produce)
-                    per = [replay_rounds(match[i], g, L) for i in range(n)]
+                    st = Streams(sids, np.arange(n + 1, dtype=np.int64) * L, match.reshape(-1),
+                                 np.full(n, L, dtype=np.int64))
+                    rr = replay(st, g)
+                    by_sample = np.searchsorted(rr.sample, np.arange(n + 1))   # rounds of sample i: a slice
+                    k_round = rr.round_index
                     for k in range(shards):
                         idx = order[bounds[k]:bounds[k + 1]]
-                        cols = {c: [] for c in ("sample_id", "round", "start", "drafted", "accepted", "emitted")}
-                        offsets, values = [0], []
-                        for i in idx:
-                            for r_i, r in enumerate(per[i]):
-                                cols["sample_id"].append(sids[i])
-                                cols["round"].append(r_i)
-                                cols["start"].append(r.start)
-                                cols["drafted"].append(r.drafted)
-                                cols["accepted"].append(r.accepted)
-                                cols["emitted"].append(r.emitted)
-                                offsets.append(offsets[-1] + r.emitted)
-                            values.append(y[i])
+                        sel = np.concatenate([np.arange(by_sample[i], by_sample[i + 1]) for i in idx])
+                        cols = {"sample_id": [sids[i] for i in rr.sample[sel]], "round": k_round[sel],
+                                "start": rr.start[sel], "drafted": rr.drafted[sel], "accepted": rr.accepted[sel],
+                                "emitted": rr.emitted[sel]}
+                        offsets = np.concatenate([[0], np.cumsum(rr.emitted[sel])])
+                        values = [y[i] for i in idx]
                         nr = len(cols["round"])
                         sch = A.SCHEMAS["rounds"]
                         arrays = {c: pa.array(v, type=sch.field(c).type) for c, v in cols.items()}
@@ -790,7 +790,7 @@ def section_storage(ctx: dict, S: dict, out_dir: Path) -> dict:
         paths = []
         for role, b, gens in (("target", T, ctx["target_gen"]), ("draft", D, ctx["draft_gen"])):
             p = folder / f"tokens_{role}.parquet"
-            A.write_parquet(tokens_table([g for g in gens if keep(g.sample_id)], b.tokenizer), p, "tokens",
+            A.write_parquet(tokens_table([g for g in gens if keep(g.sample_id)]), p, "tokens",
                             {**meta, "model": model_identity(b.spec.path)})
             paths.append(p)
         return paths
@@ -829,17 +829,25 @@ def section_storage(ctx: dict, S: dict, out_dir: Path) -> dict:
         st["samples"] = len(sids)
         st["source"] = source
         files[kind] = st
-    # what-if variants of the tokens files (pyarrow options, artifacts.py unchanged): measured, not applied
+    # what-if variants of the tokens files (measured, not applied): the codec we left (snappy, pyarrow's
+    # default) and narrower per-token types than artifacts.SCHEMAS holds
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def narrow(tbl):
+        us = pc.cast(pc.round(pc.multiply(tbl["decode_ms"].cast(pa.float64()), 1000.0)), pa.int32())
+        tbl = tbl.set_column(tbl.schema.get_field_index("decode_ms"), "decode_ms", us)
+        return tbl.set_column(tbl.schema.get_field_index("token_id"), "token_id", tbl["token_id"].cast(pa.int32()))
+
     variants = {}
-    for name, kw, drop in (("zstd", {"compression": "zstd"}, []),
-                           ("no_text_column", {}, ["text"]),
-                           ("zstd_no_text", {"compression": "zstd"}, ["text"])):
+    for name, kw, change in (("snappy", {"compression": "snappy"}, None),
+                             ("zstd_int32_ids_integer_us", {"compression": "zstd"}, narrow)):
         sizes = {}
         for sub in ("", "half"):
             total = 0
             for role in ("target", "draft"):
                 tbl = pq.read_table(adir / sub / f"tokens_{role}.parquet")
-                tbl = tbl.drop_columns(drop) if drop else tbl
+                tbl = change(tbl) if change else tbl
                 dst = adir / sub / f"variant_{name}_{role}.parquet"
                 pq.write_table(tbl, dst, **kw)
                 total += dst.stat().st_size
@@ -850,6 +858,18 @@ def section_storage(ctx: dict, S: dict, out_dir: Path) -> dict:
                           "marginal_bytes_per_token": (sizes[""] - sizes["half"]) / max(1, ft - ht)}
     shutil.rmtree(adir / "half")
     files["tokens_variants"] = variants
+    # one file of a real shard's size (the real run: 1,100 clips / 8 shards x 128 tokens), generated by the
+    # target at batch 16 like the workflow's generate jobs: its whole-file bytes per token, fixed bytes included
+    from specalign.generation import generate
+    from specalign.specs import Decoding
+
+    prompts = make_prompts(T, S["shard_prompts"], S["prompt_words"], S["n_words"], seed=66, prefix="shard")
+    gens = generate(T, prompts, Decoding(name="greedy", max_new_tokens=S["shard_tokens"]), batch_size=16,
+                    ignore_eos=True)
+    p = adir / "tokens_shard.parquet"
+    A.write_parquet(tokens_table(gens), p, "tokens", {**meta, "model": model_identity(T.spec.path)})
+    files["tokens_shard"] = {**parquet_stats([p], sum(len(g.token_ids) for g in gens)), "samples": len(gens),
+                             "source": f"{len(gens)} target streams of {S['shard_tokens']} tokens, batch 16"}
     log("storage: " + ", ".join(f"{k} {files[k]['bytes_per_token']:.1f} B/token (marginal "
                                 f"{files[k]['marginal_bytes_per_token']:.1f})" for k in ("tokens", "scores", "rounds")))
     return files
@@ -928,8 +948,9 @@ def targets(res: dict) -> list[dict]:
         add("5", "job count constant across N", str(w["job_counts_constant"]), "True", w["job_counts_constant"])
     if "storage" in S:
         s = S["storage"]["tokens"]
-        add("6", "tokens artifact bytes per token (whole files)", f"{s['bytes_per_token']:.1f}", "<= 12",
-            s["bytes_per_token"] <= 12)
+        sh = S["storage"]["tokens_shard"]
+        add("6", f"tokens artifact bytes per token (one file of {sh['tokens']:,} tokens)",
+            f"{sh['bytes_per_token']:.1f}", "<= 12", sh["bytes_per_token"] <= 12)
         add("6", "tokens artifact bytes per token (marginal)",
             f"{s['marginal_bytes_per_token']:.1f}", "<= 12", s["marginal_bytes_per_token"] <= 12)
     return out
@@ -994,6 +1015,9 @@ def summary_rows(res: dict) -> list[list]:
             v = S["storage"][k]
             rows.append(["6 storage", f"{k}: bytes per token (whole files; marginal)",
                          f"{v['bytes_per_token']:.1f}; {v['marginal_bytes_per_token']:.1f} ({v['tokens']} tokens)"])
+        v = S["storage"]["tokens_shard"]
+        rows.append(["6 storage", "tokens: bytes per token, one file of a real shard's size",
+                     f"{v['bytes_per_token']:.1f} ({v['tokens']:,} tokens)"])
     return rows
 
 
@@ -1144,21 +1168,25 @@ def render_doc(res: dict, why: dict[str, str]) -> str:
     if "storage" in S:
         s = S["storage"]
         rows = []
-        for k in ("tokens", "scores", "rounds"):
+        for k in ("tokens", "tokens_shard", "scores", "rounds"):
             x = s[k]
             top = ", ".join(f"{c} {b:.1f}" for c, b in list(x["columns_bytes_per_token"].items())[:4])
+            marginal = f"{x['marginal_bytes_per_token']:.1f}" if "marginal_bytes_per_token" in x else "-"
             rows.append([k, x["samples"], x["tokens"], x["files"], f"{x['bytes_per_token']:.1f}",
-                         f"{x['marginal_bytes_per_token']:.1f}", f"{x['fixed_bytes_per_file']:.0f}", top])
+                         marginal, f"{x['fixed_bytes_per_file']:.0f}", top])
         L += ["## 6. Storage", "",
-              "Parquet bytes per token of artifacts written with `artifacts.write_parquet` (snappy, the pyarrow "
-              "default; provenance metadata like the jobs'), from the streams, scores and rounds of sections 1-2. "
-              "`whole files` = file bytes / tokens; `marginal` = the bytes the second half of the samples adds / the "
-              "tokens it adds (the same artifact written from the first half only, then from all samples): the cost "
-              "per token once a file is large; `fixed` = footer, schema and metadata bytes per file.", "",
+              "Parquet bytes per token of artifacts written with `artifacts.write_parquet` (zstd; provenance "
+              "metadata like the jobs'), from the streams, scores and rounds of sections 1-2, and `tokens_shard`: "
+              "one tokens file of a real generate shard's size. `whole files` = file bytes / tokens; `marginal` = "
+              "the bytes the second half of the samples adds / the tokens it adds (the same artifact written from "
+              "the first half only, then from all samples): the cost per token once a file is large; `fixed` = "
+              "footer, schema and metadata bytes per file.", "",
               fmt_table(["artifact", "samples", "tokens", "files", "B/token whole files", "B/token marginal",
                          "fixed B/file", "largest columns (B/token, column chunks)"], rows), "",
-              "Sources: " + "; ".join(f"{k}: {s[k]['source']}" for k in ("tokens", "scores", "rounds")) + ".", "",
-              "What-if variants of the same tokens files (pyarrow write options; artifacts.py is unchanged):", "",
+              "Sources: " + "; ".join(f"{k}: {s[k]['source']}" for k in ("tokens", "tokens_shard", "scores", "rounds"))
+              + ".", "",
+              "What-if variants of the same tokens files (measured, not applied: the codec artifacts.py left, and "
+              "narrower types: int32 token ids, `decode_ms` as integer microseconds):", "",
               fmt_table(["variant", "B/token whole files", "B/token marginal"],
                         [["as written (artifacts.write_parquet)", f"{s['tokens']['bytes_per_token']:.1f}",
                           f"{s['tokens']['marginal_bytes_per_token']:.1f}"]]
@@ -1183,16 +1211,9 @@ def why_notes(res: dict) -> dict[str, str]:
         out["acceptance_tables at full scale"] = (
             f"{t['median_s'] - 10:.1f} s over ({t['median_s'] / 10:.1f}x the target). `replay_summary` of the 9 scores "
             f"tables alone takes {t['replay_summary_s']:.1f} s of it "
-            f"({100 * t['replay_summary_s'] / t['median_s']:.0f}%): the greedy replay is Python per round "
-            "(`acceptance.replay_rounds`, one call per sample and gamma: "
-            f"{t['clips'] * t['pairs'] * t['decodings'] * len(t['gammas']):,} calls) with a per-position Python "
-            "loop inside each call (`_run_lengths`, recomputed for every gamma), plus a Python iteration over "
-            f"the samples' groups (`_streams`). {pos_gammas / 1e6:.1f}M position-gammas at the replay rate measured "
-            f"below ({rate:.3g}/s) are {pos_gammas / rate:.0f} s (arithmetic). The rest: `loop_vs_replay` replays "
-            "each loop gamma again (`replay_rounds_table`), reading the token shards (positional match, timings), "
-            "bootstrap intervals. Fixes (acceptance.py not changed here): run lengths once per sample "
-            "instead of once per gamma, computed with numpy over all samples at once, and rounds advanced for all "
-            "samples together (numpy arrays of positions, ~N/tau steps instead of samples x rounds Python steps).")
+            f"({100 * t['replay_summary_s'] / t['median_s']:.0f}%; {pos_gammas / 1e6:.1f}M position-gammas, "
+            f"{rate:.3g}/s measured below); the rest reads the token shards (positional match, timings), "
+            "summarises the loop rounds and draws the bootstrap intervals.")
     if "batching" in S:
         b = S["batching"]["sizes"]
         big = str(max(int(k) for k in b))
@@ -1218,23 +1239,17 @@ def why_notes(res: dict) -> dict[str, str]:
         cols = s["columns_bytes_per_token"]
         top = ", ".join(f"`{c}` {b:.1f}" for c, b in list(cols.items())[:4])
         var = S["storage"]["tokens_variants"]
-        out["tokens artifact bytes per token (whole files)"] = (
-            f"{s['bytes_per_token'] - 12:.1f} B/token over, on files of only {s['tokens'] // s['files']} tokens: "
-            f"each file carries {s['fixed_bytes_per_file']:.0f} fixed bytes (footer, schema, provenance metadata), "
-            f"{s['fixed_bytes_per_file'] / (s['tokens'] / s['files']):.1f} B/token here; a real shard holds "
-            f"~{REAL_SHARD_TOKENS:,} tokens, where the same fixed bytes are "
-            f"{s['fixed_bytes_per_file'] / REAL_SHARD_TOKENS:.2f} B/token (arithmetic, not measured).")
+        sh = S["storage"]["tokens_shard"]
+        out[f"tokens artifact bytes per token (one file of {sh['tokens']:,} tokens)"] = (
+            f"{sh['bytes_per_token'] - 12:.1f} B/token over. Column data: {top} B/token (the small files'); "
+            "`logprob` and `decode_ms` are float32 values that barely compress. Narrower types (measured on the "
+            "small files, not applied): int32 token ids and integer microseconds for `decode_ms`, "
+            f"{var['zstd_int32_ids_integer_us']['marginal_bytes_per_token']:.1f} B/token marginal.")
         out["tokens artifact bytes per token (marginal)"] = (
             f"{s['marginal_bytes_per_token'] - 12:.1f} B/token over "
-            f"({100 * (s['marginal_bytes_per_token'] / 12 - 1):.0f}%). Four per-token columns carry most of it "
-            f"({top} B/token): `logprob` and `decode_ms` are float32 values that barely compress, `token_id` is "
-            "int64 (dictionary-encoded by pyarrow) and `text` stores the same information again as a string. "
-            "Schema-level changes that would cut it (not made here; artifacts.py unchanged): zstd compression "
-            f"(measured on the same files: {var['zstd']['marginal_bytes_per_token']:.1f} B/token marginal), dropping "
-            "`text` (derivable from the vocab artifact and token_id; measured: "
-            f"{var['no_text_column']['marginal_bytes_per_token']:.1f}), both "
-            f"({var['zstd_no_text']['marginal_bytes_per_token']:.1f}); narrower timing and log-prob types "
-            "(float16, or integer microseconds for `decode_ms`) would cut more (not measured).")
+            f"({100 * (s['marginal_bytes_per_token'] / 12 - 1):.0f}%). Column data: {top} B/token. Narrower types "
+            "(measured, not applied): int32 token ids and integer microseconds for `decode_ms`, "
+            f"{var['zstd_int32_ids_integer_us']['marginal_bytes_per_token']:.1f} B/token marginal.")
         out["storage_note"] = (
             f"Column data of the tokens artifact: {top} B/token. The per-token float columns (`logprob`, `decode_ms`) "
             "are near-random float32 and do not compress; per-sample columns repeated on every row (`prefill_ms`, "

@@ -171,6 +171,71 @@ def test_replay_invariants_random():
         assert 1.0 <= tau <= gamma + 1
 
 
+def _naive_rounds(m, gamma, budget):
+    """The rule walked proposal by proposal, token by token: an independent recomputation."""
+    out, s, n = [], 0, len(m)
+    while s < n:
+        g = max(0, min(gamma, budget - s - 1))
+        a = 0
+        while a < g and s + a < n and m[s + a]:
+            a += 1
+        e = a if s + a == n else a + 1
+        out.append((s, g, a, e))
+        s += e
+    return out
+
+
+def test_batched_replay_equals_the_rule_walked_per_stream():
+    # All samples advance together in `replay`; each must get exactly its own stream's rounds, whatever
+    # its neighbours (runs of True must not leak across the end of one stream into the next).
+    from specalign.acceptance import replay, replay_rounds_table, streams
+
+    rng = np.random.default_rng(77)
+    data = {f"s{k:03d}": ((rng.random(n) < rng.random()).astype(int).tolist(), n + int(rng.integers(0, 4)))
+            for k, n in enumerate(rng.integers(1, 30, size=60))}
+    data["s999"] = ([1] * 12, 12)          # all accepted, cut by the budget
+    sc = scores_frame(data)
+    st = streams(sc)
+    assert st.sample_ids == sorted(data)
+    for gamma in (1, 2, 5, 8):
+        r = replay(st, gamma)
+        tbl = replay_rounds_table(sc, gamma)
+        for k, sid in enumerate(st.sample_ids):
+            mine = r.sample == k
+            got = list(zip(r.start[mine].tolist(), r.drafted[mine].tolist(), r.accepted[mine].tolist(),
+                           r.emitted[mine].tolist()))
+            assert got == _naive_rounds(data[sid][0], gamma, data[sid][1]), (sid, gamma)
+            part = tbl.filter(pl.col("sample_id") == sid)
+            assert part["round"].to_list() == list(range(len(got)))
+            assert list(zip(*(part[c].to_list() for c in ("start", "drafted", "accepted", "emitted")))) == got
+
+
+def test_streams_name_the_bad_sample():
+    from specalign.acceptance import streams
+
+    sc = scores_frame({"a": ([1, 0, 1], 5), "b": ([1, 1], 5)})
+    with pytest.raises(ValueError, match="sample 'b': positions are not 0..1 without gaps"):
+        streams(sc.with_columns(pl.when(pl.col("sample_id") == "b").then(pl.col("position") * 2)
+                                .otherwise(pl.col("position")).alias("position")))
+    with pytest.raises(ValueError, match="sample 'a': max_new_tokens is not constant"):
+        streams(sc.with_columns(pl.when((pl.col("sample_id") == "a") & (pl.col("position") == 2)).then(9)
+                                .otherwise(pl.col("max_new_tokens")).alias("max_new_tokens")))
+    with pytest.raises(ValueError, match="sample 'b': stream length 2 exceeds max_new_tokens 1"):
+        streams(sc.with_columns(pl.when(pl.col("sample_id") == "b").then(1)
+                                .otherwise(pl.col("max_new_tokens")).alias("max_new_tokens")))
+
+
+def test_resampled_sums_are_the_sums_of_the_drawn_samples():
+    # The counts-matrix product must equal summing each resample's drawn samples (the definition).
+    from specalign.acceptance import _resampled_sums
+
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 50, 37).astype(float), rng.integers(1, 9, 37).astype(float)
+    idx = np.random.default_rng(9).integers(0, 37, size=(200, 37))
+    sa, sb = _resampled_sums([a, b], 200, 9, 0.95)
+    assert np.array_equal(sa, a[idx].sum(axis=1)) and np.array_equal(sb, b[idx].sum(axis=1))
+
+
 # ------------------------------------------------------------------------------------------------
 # i.i.d. formulas
 # ------------------------------------------------------------------------------------------------

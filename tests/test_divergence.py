@@ -49,7 +49,7 @@ MANIFEST = {  # sample -> (duration_ms, num_events, question)
 
 
 def _tokens(streams: dict[str, list[int]], ms: float, prefill: float, path: Path) -> str:
-    rows = [{"sample_id": sid, "position": j, "token_id": t, "logprob": -0.1, "text": VOCAB.get(t, ("?",))[0],
+    rows = [{"sample_id": sid, "position": j, "token_id": t, "logprob": -0.1,
              "prefill_ms": prefill, "decode_ms": 0.0 if j == 0 else ms, "finish_reason": "eos",
              "prompt_tokens": 4, "peak_mem_mb": 0.0} for sid, ts in streams.items() for j, t in enumerate(ts)]
     artifacts.write_parquet(artifacts.table("tokens", rows), path, "tokens")

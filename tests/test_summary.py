@@ -54,7 +54,7 @@ def write_run(tmp_path, decoding: Decoding, summin: float | None) -> Run:
     artifacts.write_parquet(artifacts.table("scores", scores), d / "scores.parquet", "scores")
 
     def tokens(streams, ms, prefill, path):
-        rows = [{"sample_id": sid, "position": j, "token_id": t, "logprob": -0.1, "text": str(t),
+        rows = [{"sample_id": sid, "position": j, "token_id": t, "logprob": -0.1,
                  "prefill_ms": prefill, "decode_ms": float(ms[sid][j]), "finish_reason": "eos",
                  "prompt_tokens": 4, "peak_mem_mb": 0.0}
                 for sid, ts in streams.items() for j, t in enumerate(ts)]

@@ -13,5 +13,5 @@ prompts, errors = job.prepare(backend, samples)
 # ProgressLog writes to stderr, which jobs.start copies into the rule's log
 results = generate(backend, prompts, decoding, batch_size=spec.batch_size, progress=ProgressLog(total=len(prompts)))
 job.write("errors", errors)
-job.write("tokens", tokens_table(results, backend.tokenizer))
+job.write("tokens", tokens_table(results))
 job.log.info("wrote %d streams, %d tokens", len(results), sum(len(r.token_ids) for r in results))

@@ -42,6 +42,7 @@ Pure numpy/polars: no models, so everything here is unit-testable on a CPU.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -73,45 +74,130 @@ def _check_gamma(gamma: int) -> int:
     return int(gamma)
 
 
-def _run_lengths(matches: np.ndarray) -> np.ndarray:
+def _run_lengths(matches: np.ndarray, ends: np.ndarray | None = None) -> np.ndarray:
     """run[j] = number of consecutive True values starting at j (0 if matches[j] is False).
 
     Computed once, vectorised, so each round is O(1) instead of rescanning the stream: with
     next_false[j] the first index >= j holding False (len if none), run[j] = next_false[j] - j.
+    `ends[j]` (optional): the end of j's own stream when several are concatenated; a run never
+    crosses it.
     """
     m = np.asarray(matches, dtype=bool).reshape(-1)
     idx = np.arange(len(m), dtype=np.int64)
     next_false = np.minimum.accumulate(np.where(m, len(m), idx)[::-1])[::-1]
+    if ends is not None:
+        next_false = np.minimum(next_false, ends)
     return next_false - idx
 
 
-def replay_rounds(matches: Sequence[bool], gamma: int, max_new_tokens: int) -> list[Round]:
-    """Rounds of greedy speculative decoding along a target stream of length N = len(matches).
+@dataclass(frozen=True)
+class Streams:
+    """Many samples' teacher-forced match streams, concatenated (the replay's input).
 
-    matches[j] = 1 iff the draft's argmax given the target prefix y_<j equals y_j (teacher
-    forced, in target ids). The rule is the one in docs/architecture.md, verbatim:
+    Sample k's matches are matches[offsets[k]:offsets[k + 1]], in position order; samples are in
+    sample_id order (the order the bootstrap resamples them in).
+    """
+
+    sample_ids: list[str]
+    offsets: np.ndarray     # int64, len(sample_ids) + 1
+    matches: np.ndarray     # bool, offsets[-1]
+    budgets: np.ndarray     # int64 per sample: the max_new_tokens its stream was generated with
+
+    def __post_init__(self):
+        lengths = np.diff(self.offsets)
+        over = np.flatnonzero(lengths > self.budgets)
+        if over.size:
+            # The stream cannot be longer than the budget it was generated with: a longer one means
+            # the scores and the budget do not belong together, and the g cap would be wrong.
+            k = int(over[0])
+            who = f"sample {self.sample_ids[k]!r}: " if self.sample_ids[k] else ""
+            raise ValueError(f"{who}stream length {int(lengths[k])} exceeds max_new_tokens {int(self.budgets[k])}")
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @staticmethod
+    def one(matches: Sequence[bool], max_new_tokens: int, sample_id: str = "") -> "Streams":
+        m = np.asarray(matches, dtype=bool).reshape(-1)
+        return Streams([sample_id], np.array([0, len(m)], dtype=np.int64), m,
+                       np.array([int(max_new_tokens)], dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """Rounds of many samples at one gamma as flat arrays, ordered by sample, then round.
+
+    The common form of a replay and a real loop: both summaries reduce it with `_summarise_gamma`.
+    """
+
+    sample_ids: list[str]
+    sample: np.ndarray      # per round: index into sample_ids
+    start: np.ndarray
+    drafted: np.ndarray
+    accepted: np.ndarray
+    emitted: np.ndarray
+    lengths: np.ndarray     # per sample N: the replay's scored stream, the loop's emitted total
+
+    def per_sample(self, values) -> np.ndarray:
+        """Per sample, the sum of a per-round quantity (float64; exact for counts)."""
+        return np.bincount(self.sample, weights=values, minlength=len(self.sample_ids))
+
+    @property
+    def in_answer(self) -> np.ndarray:
+        """Per round, the proposals inside the answer (drafted minus those past the stream's end)."""
+        return drafted_in_answer(self.start, self.drafted, self.lengths[self.sample])
+
+    @property
+    def round_index(self) -> np.ndarray:
+        """Per round, its number within its sample (0, 1, ...)."""
+        counts = np.bincount(self.sample, minlength=len(self.sample_ids))
+        first = np.cumsum(counts) - counts
+        return np.arange(len(self.sample), dtype=np.int64) - first[self.sample]
+
+
+def replay(streams: Streams, gamma: int) -> Rounds:
+    """Rounds of greedy speculative decoding along every stream at once, by the rule of
+    docs/architecture.md, verbatim (s: tokens emitted before the round, N: the stream's length):
 
         g = max(0, min(gamma, max_new_tokens - s - 1))   # never propose past the length budget
         a = min(g, run of True from s, N - s)             # N - s: an accepted EOS ends the stream
         emitted = a if s + a == N else a + 1              # accepted EOS: no bonus token
+
+    matches[j] = 1 iff the draft's argmax given the target prefix y_<j equals y_j (teacher forced,
+    in target ids). All samples advance together, one round per step (numpy over the samples still
+    running), so a table costs about max rounds per sample steps, not samples x rounds.
     """
     gamma = _check_gamma(gamma)
-    m = np.asarray(matches, dtype=bool).reshape(-1)
-    n = len(m)
-    if n > max_new_tokens:
-        # The stream cannot be longer than the budget it was generated with: a longer one means
-        # the scores and the budget do not belong together, and the g cap would be wrong.
-        raise ValueError(f"stream length {n} exceeds max_new_tokens {max_new_tokens}")
-    run = _run_lengths(m)
-    rounds: list[Round] = []
-    s = 0
-    while s < n:
-        g = max(0, min(gamma, max_new_tokens - s - 1))
-        a = min(g, int(run[s]), n - s)
-        emitted = a if s + a == n else a + 1
-        rounds.append(Round(start=s, drafted=g, accepted=a, emitted=emitted))
-        s += emitted
-    return rounds
+    n = streams.lengths
+    first = streams.offsets[:-1]
+    # runs capped at their own stream's end: min(run, N - s) is then just the run
+    run = _run_lengths(streams.matches, np.repeat(streams.offsets[1:], n))
+    s = np.zeros(len(n), dtype=np.int64)
+    active = np.flatnonzero(n > 0)
+    steps = []
+    while active.size:
+        sa = s[active]
+        g = np.maximum(0, np.minimum(gamma, streams.budgets[active] - sa - 1))
+        a = np.minimum(g, run[first[active] + sa])
+        e = np.where(sa + a == n[active], a, a + 1)
+        steps.append((active, sa, g, a, e))
+        s[active] = sa + e
+        active = active[s[active] < n[active]]
+    if not steps:
+        z = np.zeros(0, dtype=np.int64)
+        return Rounds(list(streams.sample_ids), z, z, z, z, z, n)
+    cols = [np.concatenate(c) for c in zip(*steps)]
+    order = np.argsort(cols[0], kind="stable")   # steps are rounds: stable keeps each sample's in order
+    sample, start, drafted, accepted, emitted = (c[order] for c in cols)
+    return Rounds(list(streams.sample_ids), sample, start, drafted, accepted, emitted, n)
+
+
+def replay_rounds(matches: Sequence[bool], gamma: int, max_new_tokens: int) -> list[Round]:
+    """Rounds of greedy speculative decoding along one target stream of length N = len(matches):
+    `replay` of a single stream (the same rule), as Round records."""
+    r = replay(Streams.one(matches, max_new_tokens), gamma)
+    return [Round(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(r.start, r.drafted, r.accepted, r.emitted)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,16 +271,17 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else float("nan")
 
 
-def drafted_in_answer(start, drafted, length: int) -> np.ndarray:
+def drafted_in_answer(start, drafted, length) -> np.ndarray:
     """Per round, the proposals that predict a token of the stream: min(drafted, max(0, N - start)).
 
     Proposal i (1-based) of a round starting at s predicts the token at position s + i - 1; it lies
     past the answer when s + i - 1 >= N (N = `length`, the stream's length), so proposals
     1..N - s are inside and the remaining max(0, s + drafted - N) are past the end (post-EOS).
+    `length`: one N for all rounds, or each round's own (rounds of several streams).
     """
     start = np.asarray(start, dtype=np.int64).reshape(-1)
     drafted = np.asarray(drafted, dtype=np.int64).reshape(-1)
-    return np.minimum(drafted, np.maximum(0, int(length) - start))
+    return np.minimum(drafted, np.maximum(0, np.asarray(length, dtype=np.int64) - start))
 
 
 def _per_position_arrays(offered_upto: np.ndarray, accepted: np.ndarray, gamma: int) -> tuple[np.ndarray, np.ndarray]:
@@ -299,9 +386,22 @@ def _resampled_sums(columns: Sequence[Sequence[float]], n_boot: int, seed: int,
     n = len(arrays[0])
     if n == 0 or n_boot < 1:
         return None
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(int(n_boot), n))
-    return [a[idx].sum(axis=1) for a in arrays]
+    counts = _resample_counts(n, int(n_boot), int(seed))
+    sums = counts @ np.stack(arrays, axis=1)     # (n_boot, columns): each resample's column sums
+    return list(sums.T)
+
+
+@functools.lru_cache(maxsize=4)
+def _resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """counts[b, k]: how often resample b drew sample k, for the draws
+    `default_rng(seed).integers(0, n, (n_boot, n))`. One summary draws the same resamples for every
+    interval of every gamma, so they are drawn once (read-only), and a resample's sums are one
+    matrix product instead of a gather per column."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    flat = (idx + n * np.arange(n_boot)[:, None]).reshape(-1)
+    counts = np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+    counts.setflags(write=False)
+    return counts
 
 
 def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
@@ -317,67 +417,47 @@ def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _SampleRounds:
-    """One sample's rounds at one gamma, as arrays (the common form of replay and loop)."""
-
-    sample_id: str
-    start: np.ndarray
-    drafted: np.ndarray
-    accepted: np.ndarray
-    emitted: np.ndarray
-    length: int         # N, the stream's length: the replay's scored stream, the loop's emitted total
-
-    @property
-    def in_answer(self) -> np.ndarray:
-        """Per round, the proposals inside the answer (drafted minus those past the stream's end)."""
-        return drafted_in_answer(self.start, self.drafted, self.length)
-
-
 def _pos_columns(max_gamma: int) -> list[str]:
     return [f"pos{i}_{kind}" for i in range(1, max_gamma + 1) for kind in ("uncond", "cond")]
 
 
-def _summarise_gamma(gamma: int, samples: list[_SampleRounds], max_gamma: int, n_boot: int,
-                     seed: int) -> dict:
+def _summarise_gamma(gamma: int, rounds: Rounds, max_gamma: int, n_boot: int, seed: int) -> dict:
     """The core columns for one gamma. Both summaries call this, so equal rounds give equal numbers.
 
-    `samples` must come in a fixed order (sorted by sample_id): the bootstrap draws indices,
-    so the order decides which resamples are drawn.
+    `rounds.sample_ids` must come in a fixed order (sorted): the bootstrap draws indices, so the
+    order decides which resamples are drawn.
     """
     # Every column here is MEASURED (from the rounds); predictions are added by the callers.
-    d = [s.drafted.sum() for s in samples]
-    a = [s.accepted.sum() for s in samples]
-    e = [s.emitted.sum() for s in samples]
-    r = [len(s.drafted) for s in samples]
-    ins = [s.in_answer for s in samples]          # per round: proposals inside the answer
-    d_in = [x.sum() for x in ins]
-    drafted, accepted, emitted, rounds = int(sum(d)), int(sum(a)), int(sum(e)), int(sum(r))
+    ins = rounds.in_answer                        # per round: proposals inside the answer
+    d, a, e = (rounds.per_sample(x) for x in (rounds.drafted, rounds.accepted, rounds.emitted))
+    r = rounds.per_sample(None)
+    d_in = rounds.per_sample(ins)
+    drafted, accepted, emitted, n_rounds = (int(rounds.drafted.sum()), int(rounds.accepted.sum()),
+                                            int(rounds.emitted.sum()), len(rounds.sample))
+    in_answer = int(ins.sum())
     row: dict = {
         "gamma": int(gamma),
-        "n_samples": len(samples),
-        "rounds": rounds,
+        "n_samples": len(rounds.sample_ids),
+        "rounds": n_rounds,
         "drafted": drafted,
         "accepted": accepted,
         "emitted": emitted,
         # vLLM's acceptance rate: accepted / drafted over ALL proposals, those drafted past the end
         # of the answer (after its EOS) included as rejections; depends on gamma and answer length.
         "token_acceptance_rate": _ratio(accepted, drafted),
-        "tau": _ratio(accepted + rounds, rounds),
-        "tokens_per_call": _ratio(emitted, rounds),
+        "tau": _ratio(accepted + n_rounds, n_rounds),
+        "tokens_per_call": _ratio(emitted, n_rounds),
         # proposals at or after the end of the stream (start + i - 1 >= N): never acceptable
-        "post_eos_drafted": drafted - int(sum(d_in)),
+        "post_eos_drafted": drafted - in_answer,
         # accepted / proposals inside the answer: the rate without the end-of-answer artefact
-        "token_acceptance_rate_in_answer": _ratio(accepted, sum(d_in)),
+        "token_acceptance_rate_in_answer": _ratio(accepted, in_answer),
     }
     row["token_acceptance_rate_lo"], row["token_acceptance_rate_hi"] = bootstrap_ci(a, d, n_boot, seed)
-    row["tau_lo"], row["tau_hi"] = bootstrap_ci([x + y for x, y in zip(a, r)], r, n_boot, seed)
+    row["tau_lo"], row["tau_hi"] = bootstrap_ci(a + r, r, n_boot, seed)
     row["token_acceptance_rate_in_answer_lo"], row["token_acceptance_rate_in_answer_hi"] = \
         bootstrap_ci(a, d_in, n_boot, seed)
     # per position: a proposal past the end of the answer is not offered
-    all_in = np.concatenate(ins) if samples else np.zeros(0, np.int64)
-    all_a = np.concatenate([s.accepted for s in samples]) if samples else np.zeros(0, np.int64)
-    uncond, cond = _per_position_arrays(all_in, all_a, gamma)
+    uncond, cond = _per_position_arrays(ins, rounds.accepted, gamma)
     for i in range(1, max_gamma + 1):
         # Beyond this gamma no position exists: NaN keeps one column set for every row.
         row[f"pos{i}_uncond"] = float(uncond[i - 1]) if i <= gamma else float("nan")
@@ -402,38 +482,53 @@ def _frame(rows: list[dict], extra: dict, max_gamma: int) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
 
-def _streams(scores: pl.DataFrame) -> list[tuple[str, np.ndarray, int]]:
-    """(sample_id, matches in position order, max_new_tokens) per sample, sorted by sample_id."""
-    out = []
-    for (sid,), part in scores.sort(["sample_id", "position"]).group_by("sample_id", maintain_order=True):
-        pos = part["position"].to_numpy()
-        if not np.array_equal(pos, np.arange(len(pos))):
-            # The replay walks the stream from position 0 without gaps; a hole or a duplicate
-            # would silently shift every round after it.
-            raise ValueError(f"sample {sid!r}: positions are not 0..{len(pos) - 1} without gaps")
-        budgets = part["max_new_tokens"].unique()
-        if len(budgets) != 1:
-            raise ValueError(f"sample {sid!r}: max_new_tokens is not constant: {budgets.to_list()}")
-        out.append((str(sid), part["match"].to_numpy().astype(bool), int(budgets[0])))
-    return out
+def _first_per_sample(df: pl.DataFrame) -> np.ndarray:
+    """Row indices where a new sample_id starts in a frame sorted by sample_id."""
+    return np.flatnonzero(df["sample_id"].ne_missing(df["sample_id"].shift(1)).fill_null(True).to_numpy())
 
 
-def replay_rounds_table(scores: pl.DataFrame, gamma: int) -> pl.DataFrame:
+def streams(scores: pl.DataFrame) -> Streams:
+    """A "scores" table as Streams (samples sorted by sample_id, matches in position order), checked."""
+    df = scores.select("sample_id", "position", "match", "max_new_tokens").sort("sample_id", "position")
+    starts = _first_per_sample(df)
+    offsets = np.append(starts, df.height).astype(np.int64)
+    ids = df["sample_id"].gather(starts).cast(pl.String).to_list()
+    pos = df["position"].to_numpy().astype(np.int64)
+    want = np.arange(df.height, dtype=np.int64) - np.repeat(starts, np.diff(offsets))
+    bad = np.flatnonzero(pos != want)
+    if bad.size:
+        # The replay walks the stream from position 0 without gaps; a hole or a duplicate
+        # would silently shift every round after it.
+        k = int(np.searchsorted(offsets, bad[0], side="right") - 1)
+        raise ValueError(f"sample {ids[k]!r}: positions are not 0..{int(offsets[k + 1] - offsets[k]) - 1} "
+                         "without gaps")
+    budget = df["max_new_tokens"].to_numpy().astype(np.int64)
+    first_budget = np.repeat(budget[starts], np.diff(offsets))
+    bad = np.flatnonzero(budget != first_budget)
+    if bad.size:
+        k = int(np.searchsorted(offsets, bad[0], side="right") - 1)
+        part = df["max_new_tokens"][int(offsets[k]):int(offsets[k + 1])]
+        raise ValueError(f"sample {ids[k]!r}: max_new_tokens is not constant: {part.unique().to_list()}")
+    return Streams(ids, offsets, df["match"].to_numpy().astype(bool), budget[starts])
+
+
+def replay_rounds_table(scores: pl.DataFrame | Streams, gamma: int) -> pl.DataFrame:
     """The replayed rounds of every sample at one gamma, in the loop's "rounds" column names.
 
     Lets a replay be compared round by round with a real loop's rounds table.
     """
-    gamma = _check_gamma(gamma)
-    rows = []
-    for sid, matches, budget in _streams(scores):
-        for k, rd in enumerate(replay_rounds(matches, gamma, budget)):
-            rows.append((sid, gamma, k, rd.start, rd.drafted, rd.accepted, rd.emitted))
-    schema = {"sample_id": pl.String, "gamma": pl.Int32, "round": pl.Int32, "start": pl.Int32,
-              "drafted": pl.Int32, "accepted": pl.Int32, "emitted": pl.Int32}
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    r = replay(scores if isinstance(scores, Streams) else streams(scores), gamma)
+    i32 = pl.Int32
+    return pl.DataFrame({
+        "sample_id": pl.Series(r.sample_ids, dtype=pl.String).gather(r.sample),
+        "gamma": pl.Series(np.full(len(r.sample), gamma, dtype=np.int32)),
+        "round": pl.Series(r.round_index, dtype=i32), "start": pl.Series(r.start, dtype=i32),
+        "drafted": pl.Series(r.drafted, dtype=i32), "accepted": pl.Series(r.accepted, dtype=i32),
+        "emitted": pl.Series(r.emitted, dtype=i32)})
 
 
-def replay_summary(scores: pl.DataFrame, gammas: list[int], n_boot: int = N_BOOT, seed: int = 0) -> pl.DataFrame:
+def replay_summary(scores: pl.DataFrame, gammas: list[int], n_boot: int = N_BOOT, seed: int = 0,
+                   stream_set: Streams | None = None) -> pl.DataFrame:
     """One row per gamma from a teacher-forced "scores" table (exact for greedy decoding).
 
     Columns: the core (gamma, n_samples, rounds, drafted, accepted, emitted,
@@ -441,13 +536,14 @@ def replay_summary(scores: pl.DataFrame, gammas: list[int], n_boot: int = N_BOOT
     pos{i}_uncond / pos{i}_cond for i up to max(gammas), post-EOS proposals not offered), plus
     leviathan_alpha (pooled mean of summin over all positions) with its CI,
     mapped_mass (pooled mean) and iid_token_acceptance (what the i.i.d. model predicts from
-    leviathan_alpha, shown beside the measured token_acceptance_rate).
+    leviathan_alpha, shown beside the measured token_acceptance_rate). `stream_set`: `streams(scores)`
+    when the caller has it already.
     """
     gammas = [_check_gamma(g) for g in gammas]
     if not gammas:
         raise ValueError("gammas is empty")
     max_gamma = max(gammas)
-    streams = _streams(scores)
+    stream_set = streams(scores) if stream_set is None else stream_set
     # alpha is a per-position quantity, the same for every gamma: pooled over positions, CI over samples.
     per = (scores.group_by("sample_id")
            .agg(pl.col("summin").cast(pl.Float64).sum().alias("s"),
@@ -459,17 +555,7 @@ def replay_summary(scores: pl.DataFrame, gammas: list[int], n_boot: int = N_BOOT
     mapped = float("nan") if mapped is None else float(mapped)
     rows = []
     for g in gammas:
-        samples = []
-        for sid, matches, budget in streams:
-            rds = replay_rounds(matches, g, budget)
-            samples.append(_SampleRounds(
-                sid,
-                np.array([r.start for r in rds], dtype=np.int64),
-                np.array([r.drafted for r in rds], dtype=np.int64),
-                np.array([r.accepted for r in rds], dtype=np.int64),
-                np.array([r.emitted for r in rds], dtype=np.int64),
-                length=len(matches)))       # N: the scored stream's length
-        row = _summarise_gamma(g, samples, max_gamma, n_boot, seed)
+        row = _summarise_gamma(g, replay(stream_set, g), max_gamma, n_boot, seed)
         row.update({
             "leviathan_alpha": alpha, "leviathan_alpha_lo": alpha_lo, "leviathan_alpha_hi": alpha_hi,
             "mapped_mass": mapped,
@@ -479,6 +565,18 @@ def replay_summary(scores: pl.DataFrame, gammas: list[int], n_boot: int = N_BOOT
     extra = {"leviathan_alpha": pl.Float64, "leviathan_alpha_lo": pl.Float64, "leviathan_alpha_hi": pl.Float64,
              "mapped_mass": pl.Float64, "iid_token_acceptance": pl.Float64}
     return _frame(rows, extra, max_gamma)
+
+
+def _loop_rounds(part: pl.DataFrame) -> Rounds:
+    """One gamma of a loop's rounds table (sorted by sample_id, round) as Rounds."""
+    starts = _first_per_sample(part)
+    counts = np.diff(np.append(starts, part.height))
+    sample = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
+    col = {c: part[c].to_numpy().astype(np.int64) for c in ("start", "drafted", "accepted", "emitted")}
+    return Rounds(part["sample_id"].gather(starts).cast(pl.String).to_list(), sample, col["start"], col["drafted"],
+                  col["accepted"], col["emitted"],
+                  # N: the loop's stream is what it emitted
+                  np.bincount(sample, weights=col["emitted"], minlength=len(starts)).astype(np.int64))
 
 
 def rounds_summary(rounds: pl.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> pl.DataFrame:
@@ -507,16 +605,8 @@ def rounds_summary(rounds: pl.DataFrame, n_boot: int = N_BOOT, seed: int = 0) ->
     if bad.height:
         raise ValueError(f"{bad.height} rounds have a start that is not the tokens emitted before them (or "
                          f"rounds not numbered 0, 1, ...); first: {bad.drop('_before', '_k').row(0, named=True)}")
-    rows = []
-    for g in gammas:
-        samples = []
-        for (sid,), part in ordered.filter(pl.col("gamma") == g).group_by("sample_id", maintain_order=True):
-            emitted = part["emitted"].to_numpy().astype(np.int64)
-            samples.append(_SampleRounds(
-                str(sid), part["start"].to_numpy().astype(np.int64), part["drafted"].to_numpy().astype(np.int64),
-                part["accepted"].to_numpy().astype(np.int64), emitted,
-                length=int(emitted.sum())))  # N: the loop's stream is what it emitted
-        rows.append(_summarise_gamma(_check_gamma(g), samples, max_gamma, n_boot, seed))
+    rows = [_summarise_gamma(_check_gamma(g), _loop_rounds(ordered.filter(pl.col("gamma") == g)), max_gamma,
+                             n_boot, seed) for g in gammas]
     return _frame(rows, {}, max_gamma)
 
 

@@ -72,7 +72,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("position", _i32),             # 0-based index among NEW tokens (the prompt is never included)
         ("token_id", _i64),             # in the model's own id space
         ("logprob", _f32),              # log prob of the token under the distribution it was drawn from
-        ("text", _str),                 # the token's decoded piece
+        # (no text column: a token's piece is the vocab artifact's `text` at id = token_id; storing it
+        # here again cost 2.9 of 14.2 bytes per token, docs/benchmarks.md section 6)
         ("prefill_ms", _f32),           # per sample (repeated): the prompt pass incl. vision encoder
         ("decode_ms", _f32),            # this token's decode step (0 for position 0: it comes from prefill)
         ("finish_reason", _str),        # per sample: "eos" or "length"
@@ -173,7 +174,8 @@ def write_parquet(tbl: pa.Table, path: str | Path, name: str, metadata: dict[str
         meta[f"specalign.{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
     tbl = tbl.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
-        # zstd: token streams shrank from 17.8 to 14.2 bytes per token against snappy (docs/benchmarks.md)
+        # zstd: token streams are 17.8 bytes per token with snappy, 14.2 with zstd (with their old text
+        # column; docs/benchmarks.md section 6)
         pq.write_table(tbl, tmp, compression="zstd")
 
 
@@ -181,7 +183,8 @@ def read_streams(token_files: Iterable[str | Path]) -> dict[str, list[int]]:
     """Token streams of "tokens" artifacts (all shards): sample_id -> token ids in position order."""
     import polars as pl
 
-    g = (pl.read_parquet([str(f) for f in token_files]).sort("sample_id", "position")
+    g = (pl.read_parquet([str(f) for f in token_files], columns=["sample_id", "position", "token_id"])
+         .sort("sample_id", "position")
          .group_by("sample_id", maintain_order=True).agg(pl.col("token_id")))
     return dict(zip(g["sample_id"].to_list(), g["token_id"].to_list()))
 

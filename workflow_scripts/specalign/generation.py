@@ -260,11 +260,11 @@ class ProgressLog:
         print(self.line(done, total), file=self.stream, flush=True)
 
 
-def tokens_table(results: Sequence[Generated], tokenizer):
-    """The "tokens" artifact: one row per generated token."""
+def tokens_table(results: Sequence[Generated]):
+    """The "tokens" artifact: one row per generated token (its text is the vocab artifact's, by id)."""
     from .artifacts import table
 
-    cols: dict[str, list] = {f: [] for f in ("sample_id", "position", "token_id", "logprob", "text", "prefill_ms",
+    cols: dict[str, list] = {f: [] for f in ("sample_id", "position", "token_id", "logprob", "prefill_ms",
                                              "decode_ms", "finish_reason", "prompt_tokens", "peak_mem_mb")}
     for r in results:
         for k, (t, lp, ms) in enumerate(zip(r.token_ids, r.logprobs, r.decode_ms)):
@@ -272,7 +272,6 @@ def tokens_table(results: Sequence[Generated], tokenizer):
             cols["position"].append(k)
             cols["token_id"].append(int(t))
             cols["logprob"].append(float(lp))
-            cols["text"].append(tokenizer.decode([int(t)], skip_special_tokens=False))
             cols["prefill_ms"].append(float(r.prefill_ms))
             cols["decode_ms"].append(float(ms))
             cols["finish_reason"].append(r.finish_reason)

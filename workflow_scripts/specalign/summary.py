@@ -25,11 +25,6 @@ from .artifacts import SUMMARY_COLUMNS, read_streams
 from .specs import Run
 
 
-def draft_to_target(translation_path: str) -> dict[int, list[int]]:
-    t = pl.read_parquet(translation_path, columns=["draft_id", "target_ids"])
-    return dict(zip(t["draft_id"].to_list(), t["target_ids"].to_list()))
-
-
 def decode_per_sample(token_files: list[str]) -> pl.DataFrame:
     """Per sample (sorted): `decode_ms` summed over its decode steps and `decode_steps`, their number.
 
@@ -77,9 +72,18 @@ UNMAPPED = -1  # a draft token the target cannot hold, in a mapped stream
 def mapped_draft_streams(run: Run) -> dict[str, list[int]]:
     """The draft's free-running streams in target ids (a 1:n entry gives n ids, unmapped -> -1):
     the one mapping behind the positional match and the divergence analysis."""
-    d2t = draft_to_target(run.translation)
-    return {sid: [t for d in ids for t in d2t.get(d, [UNMAPPED]) or [UNMAPPED]]
-            for sid, ids in read_streams(run.draft_tokens).items()}
+    t = pl.read_parquet(run.translation, columns=["draft_id", "target_ids"]).with_columns(
+        pl.col("draft_id").cast(pl.Int64),
+        pl.when(pl.col("target_ids").list.len() > 0).then(pl.col("target_ids").cast(pl.List(pl.Int64)))
+        .otherwise(pl.lit([UNMAPPED], dtype=pl.List(pl.Int64))).alias("target_ids"))
+    tokens = pl.read_parquet(list(run.draft_tokens), columns=["sample_id", "position", "token_id"])
+    g = (tokens.with_columns(pl.col("token_id").cast(pl.Int64))
+         .join(t, left_on="token_id", right_on="draft_id", how="left")
+         # an id outside the translation table is unmapped too
+         .with_columns(pl.col("target_ids").fill_null(pl.lit([UNMAPPED], dtype=pl.List(pl.Int64))))
+         .sort("sample_id", "position")
+         .group_by("sample_id", maintain_order=True).agg(pl.col("target_ids").list.explode()))
+    return dict(zip(g["sample_id"].to_list(), g["target_ids"].to_list()))
 
 
 def positional(run: Run, targets: dict[str, list[int]]) -> acc.PositionalMatch:
@@ -143,7 +147,8 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
         loops = {int(g): every.filter(pl.col("gamma") == g) for g in every["gamma"].unique().sort()}
     # every gamma the loop ran at gets a replay row too, so the two can be compared
     gammas = sorted(set(gammas) | set(loops))
-    replay = acc.replay_summary(scores, gammas, n_boot=n_boot)
+    streams = acc.streams(scores)  # checked once: the replay summary and the loop check replay it
+    replay = acc.replay_summary(scores, gammas, n_boot=n_boot, stream_set=streams)
     targets = read_streams(run.target_tokens)  # read once: the positional match and the loop check use it
     pm = positional(run, targets)
     d_pre, d_dec = timings(run.draft_tokens)
@@ -218,13 +223,13 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
                             "unconditional": src.get(f"pos{i}_uncond"), "conditional": src.get(f"pos{i}_cond")})
 
     for g, r in sorted(loops.items()):
-        loop_rows.append(loop_vs_replay(run, scores, r, g, is_greedy, loop_summ[g], replay, targets))
+        loop_rows.append(loop_vs_replay(run, streams, r, g, is_greedy, loop_summ[g], replay, targets))
     cost_rows = [{**run.keys, **c, "draft_prefill_ms": d_pre, "draft_decode_ms": d_dec, "target_prefill_ms": t_pre,
                   "target_decode_ms": t_dec} for c in (cost.iter_rows(named=True) if cost is not None else [])]
     return summary, per_pos, cost_rows, loop_rows
 
 
-def loop_vs_replay(run: Run, scores: pl.DataFrame, rounds: pl.DataFrame, gamma: int, is_greedy: bool,
+def loop_vs_replay(run: Run, scores: pl.DataFrame | acc.Streams, rounds: pl.DataFrame, gamma: int, is_greedy: bool,
                    loop_summary: dict, replay: pl.DataFrame, targets: dict[str, list[int]]) -> dict:
     """Does the real loop do what the replay says? For greedy decoding it must, round for round."""
     # the greedy replay along the target's stream is comparable with the loop only under greedy decoding
@@ -242,7 +247,8 @@ def loop_vs_replay(run: Run, scores: pl.DataFrame, rounds: pl.DataFrame, gamma: 
         # greedy speculative output must be the target's greedy output
         out = rounds.sort("sample_id", "round").group_by("sample_id", maintain_order=True).agg(
             pl.col("tokens").list.explode())
-        row["output_equals_target"] = all(targets.get(s) == list(t) for s, t in zip(out["sample_id"], out["tokens"]))
+        row["output_equals_target"] = all(targets.get(s) == t for s, t in zip(out["sample_id"].to_list(),
+                                                                           out["tokens"].to_list()))
     else:
         row["rounds_identical"] = None
         row["output_equals_target"] = None
@@ -250,7 +256,8 @@ def loop_vs_replay(run: Run, scores: pl.DataFrame, rounds: pl.DataFrame, gamma: 
     row["verify_flip_rate"] = float(rounds["verify_flip"].mean()) if is_greedy else None
     row["draft_flip_rate"] = float(rounds["draft_flip"].mean()) if is_greedy else None
     per_sample = rounds.group_by("sample_id").agg(
-        (pl.col("draft_ms").sum() + pl.col("verify_ms").sum()).alias("loop_ms"),
+        # float64 sums: float32 ones depend on the order polars adds in, and reruns must be exact
+        (pl.col("draft_ms").cast(pl.Float64).sum() + pl.col("verify_ms").cast(pl.Float64).sum()).alias("loop_ms"),
         pl.col("target_only_ms").first())
     row["loop_ms"] = float(per_sample["loop_ms"].sum())
     row["target_only_ms"] = float(per_sample["target_only_ms"].sum())
