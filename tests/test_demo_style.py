@@ -10,11 +10,13 @@ from transformers import AutoTokenizer
 
 from specalign import demo_data as dd
 from specalign import demo_models
+from specalign.backends import load_backend
 from specalign.backends.prompts import event_prompt, video_prompt
 from specalign.dataset import samples_from_instructions
 from specalign.demo_data import COMBINATIONS, TARGET_STYLE, DemoSpec
 from specalign.demo_models import FLIP_WORDS, REVERSE_WORDS, TrainSettings, role_captions, swap_words
 from specalign.demo_tokenizer import demo_corpus, train_demo_tokenizers
+from specalign.specs import ModelSpec
 
 REFERENCES = [dd.caption(*COMBINATIONS[i % 48]) for i in range(768)]   # the default train split's captions
 QUESTIONS = ["What is in this scene?"]
@@ -142,8 +144,18 @@ def test_tiny_training_run_uses_each_roles_captions(tmp_path, monkeypatch):
     demo_models.train_demo_model("target", tmp_path / "tok/target", tmp_path / "target", train, heldout, settings)
     stats = demo_models.train_demo_model("draft", tmp_path / "tok/draft", tmp_path / "draft", train, heldout,
                                          settings)
+    text_stats = demo_models.train_demo_model("text", tmp_path / "tok/draft", tmp_path / "text", train, heldout,
+                                              settings)
     assert seen["video_llava"] == refs
     assert seen["eventgpt"] == dd.draft_training_captions(refs, seed=5, target_share=0.3)
+    # the text-only draft: the target's captions, from the question alone (no visual input at all)
+    assert seen["causal_lm"] == refs
+    assert text_stats["heldout_free_running"]["clips"] == 2
+    text = load_backend(ModelSpec(name="t", family="causal_lm", path=str(tmp_path / "text")))
+    assert type(text.model).__name__ == "LlamaForCausalLM"
+    p = text.prepare(train[0])
+    assert p.model_inputs == {} and p.prompt_text == f"USER: {QUESTIONS[0]} ASSISTANT:"
+    assert text.tokenizer.unk_token_id not in p.input_ids.tolist()
     assert stats["target_style_share"] == 0.3
     assert stats["caption_styles"] == {"target": 3, "draft0": 5, "draft1": 2}
     fr = stats["heldout_free_running"]

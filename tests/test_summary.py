@@ -222,3 +222,19 @@ def table_rows(md: str, heading: str) -> list[dict[str, str]]:
             break
     header, body = table[0], table[2:]
     return [dict(zip(header, r)) for r in body]
+
+
+def test_draft_ranking_by_hand():
+    """Ranked by the best predicted speedup over gammas; a draft without one (no c) is listed last."""
+    from specalign.report import draft_ranking
+
+    k = {"dataset": "d", "target": "t", "decoding": "greedy"}
+    summary = pl.DataFrame([
+        {**k, "draft": "a", "gamma": 1, "expected_speedup_iid": 1.2, "leviathan_alpha": 0.6, "c": 0.2},
+        {**k, "draft": "a", "gamma": 2, "expected_speedup_iid": 1.5, "leviathan_alpha": 0.6, "c": 0.2},
+        {**k, "draft": "b", "gamma": 1, "expected_speedup_iid": None, "leviathan_alpha": 0.9, "c": None},
+        {**k, "draft": "c", "gamma": 1, "expected_speedup_iid": 1.3, "leviathan_alpha": 0.7, "c": 0.3}])
+    loop = pl.DataFrame([{**k, "draft": "b", "gamma": 4, "measured_speedup": 0.8}])
+    r = draft_ranking(summary, loop)
+    assert r.select("rank", "draft", "best_predicted_gamma", "best_predicted_speedup", "best_measured_speedup").rows() \
+        == [(1, "a", 2, 1.5, None), (2, "c", 1, 1.3, None), (3, "b", None, None, 0.8)]

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .specs import DEMO_FAMILIES
+from .specs import DEMO_FAMILIES, DEMO_TOKENIZERS
 
 # The kind of a dataset the workflow cuts from raw DSEC sequences, one per configured duration
 # (expand_datasets); users write kind dsec_raw, never this one.
@@ -199,7 +199,7 @@ def tokenizer_path(cfg: dict, name: str) -> str:
         return tokenizer_path(cfg, m["distill"]["draft"])
     if m.get("tokenizer"):
         return m["tokenizer"]
-    return f"results/demo_tokenizers/{m['demo']}" if m.get("demo") else m["path"]
+    return f"results/demo_tokenizers/{DEMO_TOKENIZERS[m['demo']]}" if m.get("demo") else m["path"]
 
 
 def model_spec_dict(cfg: dict, name: str) -> dict:

@@ -9,6 +9,11 @@ target-style captions (demo_data.DRAFT_STYLES, TARGET_STYLE_SHARE), as EventGPT 
 Video-LLaVA were trained on different instruction data. So its disagreements with the
 target are its style (first word, verb) and the colour words.
 
+A third, optional role: a text-only draft (a tiny Llama, family causal_lm) trained on the
+target's captions from the question alone. It sees no clip, so it can only learn what every
+caption shares (the template, the word frequencies): the floor any draft that looks at the
+clip should beat.
+
 Training goes through the same backend code that inference uses: the untrained model
 is written as a checkpoint, loaded back by its backend, and every clip is prepared by
 `backend.prepare` — so the prompts and visual tensors the model learns from are exactly
@@ -48,7 +53,7 @@ _TRAINING = schema_defaults("demo_training")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int  # the role's demo_training.{target,draft}_steps
+    steps: int  # the role's demo_training.{target,draft,text}_steps
     batch_size: int = _TRAINING["batch_size"]
     learning_rate: float = _TRAINING["learning_rate"]
     seed: int = _TRAINING["seed"]
@@ -105,6 +110,16 @@ def build_draft(tokenizer, seed: int = 0):
     return EventChatForCausalLM(cfg)
 
 
+def build_text(tokenizer, seed: int = 0):
+    """A tiny LlamaForCausalLM of the demo decoder's size: the text-only draft."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), initializer_range=INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **TEXT)
+    return LlamaForCausalLM(cfg)
+
+
 # ---------------------------------------------------------------- training data
 @dataclass
 class Example:
@@ -121,15 +136,14 @@ def role_captions(role: str, references, settings: TrainSettings) -> list[str]:
     content in its own style except on a share of target-style clips (demo_data.draft_training_captions,
     seeded by the training seed)."""
     references = list(references)
-    if role == "target":
+    if role in ("target", "text"):   # the text draft learns the target's answers, without the clip
         return references
     return draft_training_captions(references, settings.seed, settings.target_style_share)
 
 
 def _augment(ex: Example, family: str, rng: random.Random, mean: torch.Tensor, std: torch.Tensor):
     """Flip and time-reverse clips with their captions, so the models learn motion, not backgrounds."""
-    key = "pixel_values_videos" if family == "video_llava" else "event_tensors"
-    x = ex.prompt.model_inputs[key]  # [1, T, 3, H, W]
+    x = ex.prompt.model_inputs[_visual_key(family)]  # [1, T, 3, H, W]
     caption = ex.caption
     if rng.random() < 0.5:  # mirror: left <-> right
         x = x.flip(-1)
@@ -144,11 +158,17 @@ def _augment(ex: Example, family: str, rng: random.Random, mean: torch.Tensor, s
     return x, caption
 
 
+def _visual_key(family: str) -> str | None:
+    return {"video_llava": "pixel_values_videos", "eventgpt": "event_tensors"}.get(family)
+
+
 def _batch(examples, tokenizer, family, rng, augment, mean, std, pad_id):
-    key = "pixel_values_videos" if family == "video_llava" else "event_tensors"
+    key = _visual_key(family)
     seqs, labels, visuals = [], [], []
     for ex in examples:
-        if augment:
+        if key is None:              # text only: nothing to flip, and the captions are balanced already
+            vis, caption = None, ex.caption
+        elif augment:
             vis, caption = _augment(ex, family, rng, mean, std)
         else:
             vis, caption = ex.prompt.model_inputs[key], ex.caption
@@ -165,7 +185,7 @@ def _batch(examples, tokenizer, family, rng, augment, mean, std, pad_id):
         ids[i, : len(s)] = torch.tensor(s)
         lab[i, : len(lb)] = torch.tensor(lb)
         mask[i, : len(s)] = 1
-    return ids, lab, mask, {key: torch.cat(visuals, 0)}
+    return ids, lab, mask, ({key: torch.cat(visuals, 0)} if key else {})
 
 
 def _loss(model, ids, lab, mask, visual):
@@ -276,7 +296,7 @@ def free_running_accuracy(backend, examples: list[Example], max_new_tokens: int 
 # ---------------------------------------------------------------- entry point
 def train_demo_model(role: str, tokenizer_dir: str | Path, out_dir: str | Path, train_samples, heldout_samples,
                      settings: TrainSettings) -> dict:
-    """Build, save, reload through the backend, train, save: the demo `role` ('target' or 'draft')."""
+    """Build, save, reload through the backend, train, save: the demo `role` (DEMO_FAMILIES)."""
     from transformers import AutoTokenizer
 
     from .artifacts import atomic_dir, write_json
@@ -289,8 +309,8 @@ def train_demo_model(role: str, tokenizer_dir: str | Path, out_dir: str | Path, 
     with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp, \
             atomic_dir(out_dir) as staging:  # the whole checkpoint directory appears at once
         init_dir = Path(tmp) / "init"
-        if role == "target":
-            model = build_target(tok, settings.seed)
+        if role in ("target", "text"):
+            model = (build_target if role == "target" else build_text)(tok, settings.seed)
             model.save_pretrained(init_dir)
             tok.save_pretrained(init_dir)
         else:
@@ -307,7 +327,7 @@ def train_demo_model(role: str, tokenizer_dir: str | Path, out_dir: str | Path, 
             labels = draft_style_labels(len(captions), settings.seed, settings.target_style_share)
             stats["target_style_share"] = settings.target_style_share
             stats["caption_styles"] = {("target" if k < 0 else f"draft{k}"): labels.count(k) for k in sorted(set(labels))}
-        if role == "target":
+        if role in ("target", "text"):
             backend.model.save_pretrained(staging)
             tok.save_pretrained(staging)
         else:

@@ -128,25 +128,33 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
 
 def draft_ranking(summary: pl.DataFrame, loop: pl.DataFrame) -> pl.DataFrame:
     """Per dataset x target x decoding, the drafts ranked by their best predicted speedup
-    (max over gammas of expected_speedup_iid), with the best speedup the real loop measured."""
+    (max over gammas of expected_speedup_iid), with the best speedup the real loop measured.
+
+    A draft without a prediction (no c: e.g. its free-running answers ended at the first token, so no
+    decode step was timed) is still listed, last, with its alpha and an empty speedup."""
     keys = ["dataset", "target", "decoding", "draft"]
     if not summary.height or "expected_speedup_iid" not in summary.columns:
         return pl.DataFrame()
-    best = (summary.filter(pl.col("expected_speedup_iid").is_not_null())
-            .sort("expected_speedup_iid", descending=True).group_by(keys, maintain_order=True)
+    measured_cols = [c for c in ("leviathan_alpha", "leviathan_alpha_lo", "leviathan_alpha_hi", "c", "c_lo", "c_hi")
+                     if c in summary.columns]
+    best = (summary.sort(pl.col("expected_speedup_iid").fill_null(float("-inf")), descending=True)
+            .group_by(keys, maintain_order=True)
             .agg(pl.col("gamma").first().alias("best_predicted_gamma"),
                  pl.col("expected_speedup_iid").first().alias("best_predicted_speedup"),
-                 *(pl.col(c).first() for c in ("leviathan_alpha", "leviathan_alpha_lo", "leviathan_alpha_hi",
-                                               "c", "c_lo", "c_hi") if c in summary.columns)))
+                 *(pl.col(c).first() for c in measured_cols))
+            .with_columns(pl.when(pl.col("best_predicted_speedup").is_null()).then(None)
+                          .otherwise(pl.col("best_predicted_gamma")).alias("best_predicted_gamma")))
     if loop.height and "measured_speedup" in loop.columns:
         measured = (loop.filter(pl.col("measured_speedup").is_not_null())
                     .sort("measured_speedup", descending=True).group_by(keys, maintain_order=True)
                     .agg(pl.col("gamma").first().alias("best_measured_gamma"),
                          pl.col("measured_speedup").first().alias("best_measured_speedup")))
         best = best.join(measured, on=keys, how="left")
-    return (best.sort(["dataset", "target", "decoding", "best_predicted_speedup"], descending=[False, False, False, True])
-            .with_columns(pl.col("best_predicted_speedup").rank("ordinal", descending=True)
-                          .over(["dataset", "target", "decoding"]).cast(pl.Int64).alias("rank")))
+    return (best.sort(["dataset", "target", "decoding", "best_predicted_speedup"], descending=[False, False, False, True],
+                      nulls_last=True)
+            .with_columns(pl.col("best_predicted_speedup").fill_null(float("-inf"))
+                          .rank("ordinal", descending=True).over(["dataset", "target", "decoding"])
+                          .cast(pl.Int64).alias("rank")))
 
 
 def read_csv(path) -> pl.DataFrame:

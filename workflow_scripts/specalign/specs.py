@@ -15,8 +15,13 @@ from typing import Any
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
-# The demo pair's roles and the family each must be (config checks and demo training share it).
-DEMO_FAMILIES = {"target": "video_llava", "draft": "eventgpt"}
+# The demo models' roles and the family each must be (config checks and demo training share it):
+# the target, the event draft, and a text-only draft (the question alone, no clip: the floor every
+# multimodal speculative-decoding paper reports).
+DEMO_FAMILIES = {"target": "video_llava", "draft": "eventgpt", "text": "causal_lm"}
+# The demo tokenizer each role uses (results/demo_tokenizers/{name}): the text draft has the draft's,
+# a Llama vocabulary without the target's added <image>/<video>/<pad>, as a small Llama text model would.
+DEMO_TOKENIZERS = {"target": "target", "draft": "draft", "text": "draft"}
 
 
 @lru_cache(maxsize=1)
