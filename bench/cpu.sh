@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU benchmark (bench/cpu_bench.py) in one command: about 8-11 minutes on a (shared) 2-core machine.
+# The CPU benchmark (bench/cpu_bench.py) in one command: about 9-13 minutes on a (shared) 2-core machine.
 #
 #     bash bench/cpu.sh            # full run: bench_out/cpu_bench.{json,txt}, bench_out/artifacts/, docs/benchmarks.md
 #     bash bench/cpu.sh --quick    # every section at tiny sizes (< 60 s; tests/test_bench_cpu.py runs it)
