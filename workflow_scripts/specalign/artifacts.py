@@ -173,10 +173,13 @@ def write_parquet(tbl: pa.Table, path: str | Path, name: str, metadata: dict[str
     for k, v in (metadata or {}).items():
         meta[f"specalign.{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
     tbl = tbl.replace_schema_metadata(meta)
+    # Float columns (log-probs, timings) are near-random float32: dictionary encoding cannot shrink them,
+    # byte-stream-split + zstd can (a real shard's tokens file: 12.1 -> 7.7 bytes per token,
+    # docs/benchmarks.md section 6); every other column keeps pyarrow's dictionary encoding.
+    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
     with atomic_path(path) as tmp:
-        # zstd: token streams are 17.8 bytes per token with snappy, 14.2 with zstd (with their old text
-        # column; docs/benchmarks.md section 6)
-        pq.write_table(tbl, tmp, compression="zstd")
+        pq.write_table(tbl, tmp, compression="zstd", use_byte_stream_split=floats or False,
+                       use_dictionary=[f.name for f in schema if f.name not in floats])
 
 
 def read_streams(token_files: Iterable[str | Path]) -> dict[str, list[int]]:
