@@ -832,14 +832,13 @@ def section_storage(ctx: dict, S: dict, out_dir: Path) -> dict:
     # what the writer did before (measured, not applied): pyarrow's dictionary encoding on every column,
     # with zstd and with snappy (pyarrow's default codec); artifacts.write_parquet byte-stream-splits floats
     variants = {}
-    for name, kw, change in (("zstd, dictionary on every column", {"compression": "zstd"}, None),
-                             ("snappy, dictionary on every column", {"compression": "snappy"}, None)):
+    for name, kw in (("zstd, dictionary on every column", {"compression": "zstd"}),
+                     ("snappy, dictionary on every column", {"compression": "snappy"})):
         sizes = {}
         for sub in ("", "half"):
             total = 0
             for role in ("target", "draft"):
                 tbl = pq.read_table(adir / sub / f"tokens_{role}.parquet")
-                tbl = change(tbl) if change else tbl
                 dst = adir / sub / f"variant{len(variants)}_{role}.parquet"
                 pq.write_table(tbl, dst, **kw)
                 total += dst.stat().st_size

@@ -495,18 +495,22 @@ def streams(scores: pl.DataFrame) -> Streams:
     ids = df["sample_id"].gather(starts).cast(pl.String).to_list()
     pos = df["position"].to_numpy().astype(np.int64)
     want = np.arange(df.height, dtype=np.int64) - np.repeat(starts, np.diff(offsets))
+
+    def sample_of(row) -> int:   # the sample a row belongs to
+        return int(np.searchsorted(offsets, row, side="right") - 1)
+
     bad = np.flatnonzero(pos != want)
     if bad.size:
         # The replay walks the stream from position 0 without gaps; a hole or a duplicate
         # would silently shift every round after it.
-        k = int(np.searchsorted(offsets, bad[0], side="right") - 1)
+        k = sample_of(bad[0])
         raise ValueError(f"sample {ids[k]!r}: positions are not 0..{int(offsets[k + 1] - offsets[k]) - 1} "
                          "without gaps")
     budget = df["max_new_tokens"].to_numpy().astype(np.int64)
     first_budget = np.repeat(budget[starts], np.diff(offsets))
     bad = np.flatnonzero(budget != first_budget)
     if bad.size:
-        k = int(np.searchsorted(offsets, bad[0], side="right") - 1)
+        k = sample_of(bad[0])
         part = df["max_new_tokens"][int(offsets[k]):int(offsets[k + 1])]
         raise ValueError(f"sample {ids[k]!r}: max_new_tokens is not constant: {part.unique().to_list()}")
     return Streams(ids, offsets, df["match"].to_numpy().astype(bool), budget[starts])

@@ -70,14 +70,20 @@ def swap_words(caption: str, table: dict[str, str]) -> str:
 
 
 # ---------------------------------------------------------------- model builders
+def _text_config(tokenizer):
+    """The demo decoder (LlamaConfig) over `tokenizer`'s ids: the target's language model and the text draft."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), initializer_range=INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **TEXT)
+
+
 def build_target(tokenizer, seed: int = 0):
     """A tiny VideoLlavaForConditionalGeneration whose placeholders are the tokenizer's added ids."""
-    from transformers import CLIPVisionConfig, LlamaConfig, VideoLlavaConfig, VideoLlavaForConditionalGeneration
+    from transformers import CLIPVisionConfig, VideoLlavaConfig, VideoLlavaForConditionalGeneration
 
     torch.manual_seed(seed)
-    vocab = len(tokenizer)
-    text = LlamaConfig(vocab_size=vocab, initializer_range=INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **TEXT)
+    text = _text_config(tokenizer)
     vision = CLIPVisionConfig(initializer_range=INIT_RANGE, **VISION)
     cfg = VideoLlavaConfig(
         vision_config=vision, text_config=text,
@@ -112,12 +118,10 @@ def build_draft(tokenizer, seed: int = 0):
 
 def build_text(tokenizer, seed: int = 0):
     """A tiny LlamaForCausalLM of the demo decoder's size: the text-only draft."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), initializer_range=INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **TEXT)
-    return LlamaForCausalLM(cfg)
+    return LlamaForCausalLM(_text_config(tokenizer))
 
 
 # ---------------------------------------------------------------- training data
