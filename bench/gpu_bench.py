@@ -34,7 +34,7 @@ Sections (each written to the JSON as soon as it is done; a time budget skips wh
    specalign.backends.variants: `quantize` (`--quant-methods`; cuda: int8_weight, int4_weight; cpu:
    int8_dynamic) and `truncate_layers` (`--truncate-layers`, 2, 4, 8); c = variant / target and the
    i.i.d. speedup (specalign.acceptance.expected_speedup at best_gamma) at an ASSUMED `--alpha`
-   (0.9). A variant that fails (e.g. a torchao kernel missing) is recorded as an error string.
+   (0.9). A variant that fails (e.g. int4_weight without the `int4` extra, mslk) is recorded as an error string.
 
 Random weights: c, ms and tokens/s depend on the shapes only and carry over to real 7B models;
 acceptance and flip rates of random models do NOT (real models have other logit margins).
@@ -485,6 +485,12 @@ def weight_bytes(model) -> int:
 def decode_step_ms(backend, prompts, steps: int, batch_size: int = 1) -> tuple[float, float]:
     """(median decode ms per step, prefill ms per row) through `generation.generate`, after one warm call.
     At batch b one step emits b tokens: the step ms is the whole batch's."""
+    step_ms, prefill = decode_step_timings(backend, prompts, steps, batch_size)
+    return median(step_ms), median(prefill)
+
+
+def decode_step_timings(backend, prompts, steps: int, batch_size: int = 1) -> tuple[list[float], list[float]]:
+    """Every timed decode step's ms and every batch's prefill ms (the raw figures decode_step_ms reduces)."""
     from specalign.generation import generate
     from specalign.specs import Decoding
 
@@ -496,7 +502,7 @@ def decode_step_ms(backend, prompts, steps: int, batch_size: int = 1) -> tuple[f
     for start in range(0, len(gens), batch_size):  # rows of one batch share their step times
         step_ms += gens[start].decode_ms[1:]
         prefill.append(gens[start].prefill_ms)
-    return median(step_ms), median(prefill)
+    return step_ms, prefill
 
 
 def section_bandwidth(target, shape: dict, args, budget: Budget, cost: dict, save, results: dict) -> dict:
@@ -610,9 +616,11 @@ def section_drafts(target, shape: dict, args, budget: Budget, cost: dict, build_
     est_decode = 3 * (args.decode_steps + 3) * t_tok * 1.5
     if not budget.fits(est_decode, "drafts target"):
         return results
-    target_ms, _ = decode_step_ms(target, prompts, args.decode_steps)
-    results["target"] = {"decode_ms": target_ms, "layers": n_layers, "dtype": args.dtype,
-                         "weight_bytes": weight_bytes(target.model)}
+    # the raw step timings are kept beside their median: c can be recomputed from what was measured
+    target_steps, _ = decode_step_timings(target, prompts, args.decode_steps)
+    target_ms = median(target_steps)
+    results["target"] = {"decode_ms": target_ms, "decode_steps_ms": target_steps, "layers": n_layers,
+                         "dtype": args.dtype, "weight_bytes": weight_bytes(target.model)}
     log(f"drafts target: {target_ms:.2f} ms/token")
     save()
     todo = [(f"quant_{m}", "quantization", m) for m in args.quant_methods]
@@ -635,10 +643,11 @@ def section_drafts(target, shape: dict, args, budget: Budget, cost: dict, build_
             sync(target.device)
             entry["make_s"] = time.perf_counter() - t0
             entry["layers"] = len(variants.decoder_layers(m)[1])
-            ms, _ = decode_step_ms(make_backend(name, m), prompts, args.decode_steps)
+            steps, _ = decode_step_timings(make_backend(name, m), prompts, args.decode_steps)
+            ms = median(steps)
             c = ms / target_ms
             g = best_gamma(alpha, c)
-            entry.update(decode_ms=ms, target_ms=target_ms, c=c, best_gamma=g,
+            entry.update(decode_ms=ms, decode_steps_ms=steps, target_ms=target_ms, c=c, best_gamma=g,
                          predicted_speedup_iid=expected_speedup(alpha, g, c) if g > 0 else 1.0,
                          predicted_speedup_by_gamma={str(k): expected_speedup(alpha, k, c) for k in args.gammas})
             log(f"drafts {name}: {ms:.2f} ms/token, c {c:.3f}, best gamma {g} at alpha {alpha} "

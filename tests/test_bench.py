@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -115,17 +116,33 @@ def test_bandwidth_section(tiny_run):
     assert "bandwidth bound" in stdout and "ctx 64" in stdout and "batch 4" in stdout
 
 
-def test_drafts_section(tiny_run):
-    """Every variant made from a copy of the target: c = variant_ms / target_ms, the i.i.d. prediction at
-    the assumed alpha is specalign.acceptance's, and the truncated draft has fewer layers."""
-    from specalign.acceptance import best_gamma, expected_speedup
+def leviathan_closed_form(alpha: float, gamma: int, c: float) -> float:
+    """Leviathan et al.'s Theorem 3.8, (1 - alpha^(gamma+1)) / ((1 - alpha)(gamma c + 1)): the closed form
+    of the geometric sum the bench and specalign.acceptance add up term by term."""
+    return (1 - alpha ** (gamma + 1)) / ((1 - alpha) * (gamma * c + 1))
 
+
+def best_gamma_by_search(alpha: float, c: float) -> int:
+    """The gamma in 1..16 of the highest closed-form speedup (the smallest on a tie), 0 if none beats 1."""
+    speedups = {g: leviathan_closed_form(alpha, g, c) for g in range(1, 17)}
+    g = max(speedups, key=lambda k: (speedups[k], -k))
+    return g if alpha > c and speedups[g] > 1.0 else 0
+
+
+def test_drafts_section(tiny_run):
+    """Every variant made from a copy of the target: c and decode ms recomputed from the raw step timings
+    the bench stores; the i.i.d. prediction at the assumed alpha against the closed form and a search over
+    gamma; the truncated draft has fewer layers."""
     res, stdout, _ = tiny_run
     args, dr = res["args"], res["drafts"]
     assert dr["assumed_alpha"] == args["alpha"] == 0.9 and "ASSUMED" in dr["alpha_note"]
     assert dr["iid_model"] == "specalign.acceptance"
     target_ms = dr["target"]["decode_ms"]
     assert _finite_positive(target_ms) and dr["target"]["layers"] == res["shape"]["num_hidden_layers"]
+    target_steps = dr["target"]["decode_steps_ms"]
+    assert len(target_steps) == 2 * dr["decode_steps"]  # 2 prompts x decode_steps timed steps each
+    assert target_ms == pytest.approx(statistics.median(target_steps))
+    alpha = dr["assumed_alpha"]
     assert args["quant_methods"] == ["int8_dynamic"] and args["truncate_layers"] == [1]
     assert set(dr["variants"]) == {"quant_int8_dynamic", "layers1"}
     computed = 0
@@ -135,12 +152,16 @@ def test_drafts_section(tiny_run):
             continue
         assert _finite_positive(v["decode_ms"]) and _finite_positive(v["c"]), name
         assert v["target_ms"] == target_ms
-        assert v["c"] == v["decode_ms"] / target_ms, name
-        assert v["best_gamma"] == best_gamma(dr["assumed_alpha"], v["c"])
-        want = expected_speedup(dr["assumed_alpha"], v["best_gamma"], v["c"]) if v["best_gamma"] else 1.0
+        steps = v["decode_steps_ms"]
+        assert len(steps) == len(target_steps) and all(_finite_positive(s) for s in steps), name
+        assert v["decode_ms"] == pytest.approx(statistics.median(steps)), name
+        assert v["c"] == pytest.approx(statistics.median(steps) / statistics.median(target_steps)), name
+        want_g = best_gamma_by_search(alpha, v["c"])
+        assert v["best_gamma"] == want_g, name
+        want = leviathan_closed_form(alpha, want_g, v["c"]) if want_g else 1.0
         assert v["predicted_speedup_iid"] == pytest.approx(want) and _finite_positive(v["predicted_speedup_iid"])
         for g, sp in v["predicted_speedup_by_gamma"].items():
-            assert sp == pytest.approx(expected_speedup(dr["assumed_alpha"], int(g), v["c"]))
+            assert sp == pytest.approx(leviathan_closed_form(alpha, int(g), v["c"]))
         computed += 1
     trunc = dr["variants"]["layers1"]
     assert "error" not in trunc and trunc["layers"] == 1 < dr["target"]["layers"]
@@ -149,18 +170,40 @@ def test_drafts_section(tiny_run):
     assert "drafts from the target" in stdout and "layers1" in stdout
 
 
+def test_the_iid_model_at_hand_worked_values(monkeypatch):
+    """Both implementations the bench may use (specalign.acceptance's, and its local copy where polars is
+    missing) at values worked by hand: alpha 0.5, gamma 2, c 0.5 -> (1 + 0.5 + 0.25) / 2 = 0.875; alpha 0.9,
+    c 0.1 -> gamma 10 is best, (1 - 0.9^11) / (0.1 x 2) = 3.430947 (gamma 9: 3.428008, gamma 11: 3.417002);
+    alpha <= c -> 0 (no gamma beats plain decoding)."""
+    bench = load_bench()
+    impls = [bench.iid_model()]
+    monkeypatch.setitem(sys.modules, "specalign.acceptance", None)  # its import now fails: the local copy
+    impls.append(bench.iid_model())
+    assert [i[2] for i in impls] == ["specalign.acceptance", "local copy of specalign.acceptance (polars missing)"]
+    for expected_speedup, best_gamma, _ in impls:
+        assert expected_speedup(0.5, 2, 0.5) == pytest.approx(0.875)
+        assert best_gamma(0.9, 0.1) == 10
+        assert expected_speedup(0.9, 10, 0.1) == pytest.approx(3.430947, abs=1e-6)
+        assert expected_speedup(0.9, 9, 0.1) == pytest.approx(3.428008, abs=1e-6)
+        assert expected_speedup(0.9, 11, 0.1) == pytest.approx(3.417002, abs=1e-6)
+        assert best_gamma(0.5, 0.6) == 0 and best_gamma(0.5, 0.5) == 0
+
+
 def test_a_failing_variant_is_recorded_not_raised(tmp_path):
-    """A quantization method that cannot run (here: a CUDA method on the CPU) leaves an error string."""
+    """A quantization method that cannot run (a CUDA method on the CPU) leaves its error string; the error is
+    the device refusal, never an ImportError (a missing package would fail every machine, not this one)."""
     bench = load_bench()
     argv = ["--tiny", "--out", str(tmp_path), "--prompts", "1", "--loop-prompts", "1", "--gammas", "1",
             "--chunks", "1", "--new-tokens", "4", "--batches", "1", "--context-lens", "8",
-            "--quant-methods", "int4_weight", "--truncate-layers", "1"]
+            "--quant-methods", "int8_weight", "--truncate-layers", "1"]
     assert bench.main(argv) == 0
     res = json.loads((tmp_path / "gpu_bench.json").read_text())
     v = res["drafts"]["variants"]
     assert res["sections_done"][-1] == "drafts"
-    assert "error" in v["quant_int4_weight"] and isinstance(v["quant_int4_weight"]["error"], str)
-    assert v["layers1"]["c"] == v["layers1"]["decode_ms"] / res["drafts"]["target"]["decode_ms"]
+    assert v["quant_int8_weight"]["error"] == ("ValueError: int8_weight runs on cuda, but model 'quant_int8_weight' "
+                                               "is on cpu")
+    steps, target_steps = v["layers1"]["decode_steps_ms"], res["drafts"]["target"]["decode_steps_ms"]
+    assert v["layers1"]["c"] == pytest.approx(statistics.median(steps) / statistics.median(target_steps))
 
 
 def test_budget_skips_work_and_still_writes_the_json(tmp_path):

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .specs import DEMO_FAMILIES, DEMO_TOKENIZERS
+from .specs import DEMO_FAMILIES, DEMO_TOKENIZERS, schema_defaults
 
 # The kind of a dataset the workflow cuts from raw DSEC sequences, one per configured duration
 # (expand_datasets); users write kind dsec_raw, never this one.
@@ -26,8 +26,46 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+# What a model made from another (`base:`, or `distill.draft`) takes from that model unless it sets
+# them: a self-draft or a distilled draft of a bfloat16 CUDA model runs as bfloat16 on CUDA and asks
+# for a GPU, like its original. Their schema default is null (unset); with nothing to inherit from,
+# the schema's `fallback_default` (specs.schema_defaults).
+INHERITED = ("dtype", "device", "gpu")
+
+
+def parent_model(m: dict) -> str | None:
+    """The model a `models:` entry is made from: its base, or the draft it is distilled from."""
+    return m.get("base") or (m.get("distill") or {}).get("draft")
+
+
+def inherited(models: dict, name: str, key: str) -> Any:
+    """models[name][key] as set, else as the model it is made from has it (transitively), else the
+    schema's default. Safe on a config not yet checked (an unknown parent or a cycle ends the walk)."""
+    seen = set()
+    while name in models and name not in seen:
+        seen.add(name)
+        if models[name].get(key) is not None:
+            return models[name][key]
+        name = parent_model(models[name])
+    return schema_defaults("models", "*")[key]
+
+
+def inherit_model_settings(cfg: dict) -> dict:
+    """Fill every model's INHERITED keys in place (and return cfg), so that whatever reads the
+    config (the rules' gpu resources, the checks below) sees the values a job runs with. Idempotent."""
+    models = cfg["models"]
+    resolved = {name: {key: inherited(models, name, key) for key in INHERITED} for name in models}
+    for name, values in resolved.items():
+        models[name].update(values)
+    return cfg
+
+
 def check_references(cfg: dict) -> None:
-    """Fail before any job runs if config keys refer to things that do not exist."""
+    """Fail before any job runs if config keys refer to things that do not exist.
+
+    First fills what models made from others inherit (inherit_model_settings): the checks, and
+    rules/common.smk after them, read the resolved values."""
+    inherit_model_settings(cfg)
     models, decodings, datasets = cfg["models"], cfg["decodings"], cfg["datasets"]
     for i, pair in enumerate(cfg["pairs"]):
         for role in ("draft", "target"):
@@ -62,6 +100,13 @@ def check_references(cfg: dict) -> None:
                                       "which is already a dataset name")
         elif raw_keys and ds["kind"] != CLIPS:
             raise ConfigError(f"datasets.{name}.{raw_keys[0]}: only datasets of kind dsec_raw take it")
+    trained_on = {m["distill"]["dataset"] for m in models.values() if m.get("distill")}
+    for name, ds in datasets.items():
+        if not ds.get("evaluate", True) and name not in trained_on:
+            raise ConfigError(f"datasets.{name}.evaluate: false, but no model's distill.dataset is {name!r}: "
+                              "nothing would read it")
+    if not any(ds.get("evaluate", True) for ds in datasets.values()):
+        raise ConfigError("datasets: every dataset has evaluate: false; nothing would be measured")
     roles = {}
     for name, m in models.items():
         if m.get("base") is not None:
@@ -110,12 +155,31 @@ def expand_datasets(cfg: dict) -> dict:
     return cfg
 
 
-# quantization method -> (the device type it runs on, the torchao config class applying it)
+# quantization method -> (the device type it runs on, the torchao config class applying it, the module its
+# kernels need beyond torchao or None). torchao 0.18 packs int4 weights with the mslk kernels
+# (Int4WeightOnlyConfig's default plain format: Int4Tensor.from_hp raises "Requires mslk >= 1.0.0"
+# without them, on every machine); the module `mslk` comes with PyPI's mslk-cuda (PyPI's `mslk` is an
+# empty placeholder), pyproject's optional extra `int4`, for GPU nodes only.
 QUANTIZATION = {
-    "int8_dynamic": ("cpu", "Int8DynamicActivationInt8WeightConfig"),
-    "int8_weight": ("cuda", "Int8WeightOnlyConfig"),
-    "int4_weight": ("cuda", "Int4WeightOnlyConfig"),
+    "int8_dynamic": ("cpu", "Int8DynamicActivationInt8WeightConfig", None),
+    "int8_weight": ("cuda", "Int8WeightOnlyConfig", None),
+    "int4_weight": ("cuda", "Int4WeightOnlyConfig", "mslk"),
 }
+# a module a method needs -> how to install it
+INSTALL = {"torchao": "scripts/setup.sh installs it",
+           "mslk": "pip install -e '.[int4]' on the GPU nodes (the extra `int4` of pyproject.toml: mslk-cuda)"}
+
+
+def quantization_missing(method: str) -> str | None:
+    """Why `method` cannot run on this machine for want of a package (naming it and how to install
+    it), or None. The config check asks before any job starts, and the loader again on the node
+    that runs the job (another machine, on a cluster)."""
+    import importlib.util
+
+    for module in ("torchao", QUANTIZATION[method][2]):
+        if module is not None and importlib.util.find_spec(module) is None:
+            return f"{method} needs the {module} package, which is not installed: {INSTALL[module]}"
+    return None
 
 
 def _check_derived(name: str, m: dict, models: dict) -> None:
@@ -137,15 +201,13 @@ def _check_derived(name: str, m: dict, models: dict) -> None:
         raise ConfigError(f"models.{name}: base {base!r} with neither layers nor quantization is {base!r} itself")
     method = m.get("quantization")
     if method is not None:
-        device, _ = QUANTIZATION[method]
+        device = QUANTIZATION[method][0]
         if not str(m["device"]).startswith(device):
             raise ConfigError(f"models.{name}.quantization: {method} runs on {device}, but models.{name}.device "
                               f"is {m['device']!r}")
-        import importlib.util
-
-        if importlib.util.find_spec("torchao") is None:
-            raise ConfigError(f"models.{name}.quantization: {method} needs the torchao package, which is not "
-                              "installed (scripts/setup.sh installs it)")
+        missing = quantization_missing(method)
+        if missing:
+            raise ConfigError(f"models.{name}.quantization: {missing}")
 
 
 def _check_distilled(name: str, m: dict, models: dict, datasets: dict) -> None:
@@ -207,6 +269,7 @@ def model_spec_dict(cfg: dict, name: str) -> dict:
 
     A demo checkpoint carries its own tokenizer; a real model may name another directory."""
     m = {k: v for k, v in cfg["models"][name].items() if k not in ("gpu", "demo", "tokenizer", "base", "distill")}
+    m.update({k: inherited(cfg["models"], name, k) for k in INHERITED if k != "gpu"})  # filled or not: one answer
     m["path"] = model_path(cfg, name)
     own = cfg["models"][checkpoint_model(cfg, name)]
     m["tokenizer"] = own.get("tokenizer") if not own.get("demo") else None

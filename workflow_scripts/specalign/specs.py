@@ -32,14 +32,18 @@ def schema() -> dict:
 
 
 def schema_defaults(*path: str) -> dict[str, Any]:
-    """The `default` of every property of the object at `path` in the config schema.
+    """The value every property of the object at `path` in the config schema takes when nothing sets it.
 
     `path` walks `properties` by name, and `additionalProperties` by "*" (e.g. ("models", "*")).
+    That is the property's `default`, or its `fallback_default` where it has one: a key whose
+    schema default is null (unset) because it may be inherited (a model's dtype, device, gpu:
+    config.inherit_model_settings) takes the fallback when there is nothing to inherit from.
     """
     node = schema()
     for key in path:
         node = node["additionalProperties"] if key == "*" else node["properties"][key]
-    return {k: v["default"] for k, v in node.get("properties", {}).items() if "default" in v}
+    return {k: v.get("fallback_default", v.get("default")) for k, v in node.get("properties", {}).items()
+            if "default" in v or "fallback_default" in v}
 
 
 def option_defaults(family: str) -> dict[str, Any]:

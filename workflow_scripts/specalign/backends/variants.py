@@ -7,16 +7,19 @@ target's: the translation map is the identity).
 
 - Layer truncation (Draft & Verify / LayerSkip's self-draft): keep decoder layers 0..k-1 and the
   final norm and LM head, so a decode step costs about k / L of the model's.
-- Quantization with torchao's `quantize_` (what transformers' TorchAoConfig applies at load):
+- Quantization with torchao's `quantize_` (what transformers' TorchAoConfig applies at load) of the
+  language model's decoder layers and LM head, nothing else (EventGPT's decoder module also holds
+  its CLIP tower and feature adaptor; a vision tower is not what a decode step costs):
   int8_dynamic (int8 weights and activations; the CPU method the demo and CI run),
-  int8_weight / int4_weight (weight-only; CUDA). config.QUANTIZATION lists them and is checked
-  before any job starts.
+  int8_weight / int4_weight (weight-only; CUDA; int4 needs the mslk kernels, the `int4` extra).
+  config.QUANTIZATION lists them; the config check refuses what the machine cannot run before any
+  job starts, and `quantize` checks again where the job runs.
 """
 from __future__ import annotations
 
 import logging
 
-from ..config import QUANTIZATION
+from ..config import QUANTIZATION, quantization_missing
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +48,27 @@ def truncate_layers(model, k: int, name: str = "model") -> None:
 
 
 def quantize(model, method: str, name: str = "model") -> None:
-    """torchao quantization of the language model's Linear layers (decoder and LM head), in place.
-    The vision tower stays as loaded: the draft's cost is its decode steps."""
+    """torchao quantization of the language model's Linear layers, in place: those of the decoder
+    layers and the LM head (unless tied to the input embeddings). The final norm has no Linear; the
+    vision / event towers, projectors and adaptors stay as loaded: the draft's cost is its decode steps.
+
+    Fails before touching the model when a package the method needs is missing (naming it) or the
+    model is on a device the method does not run on."""
+    missing = quantization_missing(method)
+    if missing:
+        raise ImportError(f"model {name!r}: {missing}")
+    device, config_class, _ = QUANTIZATION[method]
+    on = next(model.parameters()).device.type
+    if on != device:
+        raise ValueError(f"{method} runs on {device}, but model {name!r} is on {on}")
     import torchao.quantization as tq
 
-    _, config_class = QUANTIZATION[method]
-    decoder, _ = decoder_layers(model)
-    tq.quantize_(decoder, getattr(tq, config_class)())
+    decoder, layers = decoder_layers(model)
+    tq.quantize_(layers, getattr(tq, config_class)())
     head = model.get_output_embeddings()
     if head is not None and head.weight is not decoder.get_input_embeddings().weight:  # untied head
         tq.quantize_(head, getattr(tq, config_class)())
-    log.info("%s: quantized with torchao %s (%s)", name, config_class, method)
+    log.info("%s: decoder layers and LM head quantized with torchao %s (%s)", name, config_class, method)
 
 
 def apply(backend) -> None:
