@@ -227,7 +227,7 @@ def test_build_manifest_good_and_bad(small_root):
     assert [r["sample_id"] for r in rows] == ["s/000000", "s/000001"]
     r0, r1 = rows
     assert r0 == {
-        "sample_id": "s/000000", "split": "test", "question": "Q?", "reference": "ref 0",
+        "sample_id": "s/000000", "sequence": "s", "split": "test", "question": "Q?", "reference": "ref 0",
         "event_path": "event_npy/s/000000.npy", "video_dir": "video/s/000000", "mp4_path": "mp4/s/000000.mp4",
         "event_image_paths": [f"event_image/s/000000_{k}.png" for k in range(5)],
         "duration_ms": 5.0,          # t spans 5 * 1000 us
@@ -261,6 +261,7 @@ def test_manifest_round_trip_and_sample_helpers(small_root, tmp_path):
         assert (s0.duration_ms, s0.num_events, s0.width, s0.height) == (5.0, 6, 4, 3)
         assert (s0.num_frames, s0.short_video, s1.num_frames, s1.short_video) == (3, True, 2, True)
         assert s1.mp4_path is None and s1.video_dir == root / "video/s/000001"
+        assert (s0.sequence, s1.sequence) == ("s", "s")
     assert pq.read_table(out).num_rows == 2
 
     np.testing.assert_array_equal(dataset.sample_events(s0)["x"], _events(6)["x"])
@@ -476,13 +477,15 @@ def test_manifest_spec_carries_the_sensor_and_short_video_keys():
     repo = Path(__file__).resolve().parents[1]
     real = yaml.safe_load((repo / "config" / "real_models.yaml").read_text())
     validate(real, str(SCHEMA_PATH))
-    (name,) = real["datasets"]
-    spec = stages.spec(real, "manifest", dataset=name)
-    assert (spec["sensor_size"], spec["short_video"], spec["min_frames"]) == ([480, 640], "mark", 8)
-    for key, value in (("sensor_width", 1280), ("sensor_height", 720), ("short_video", "refuse"), ("min_frames", 4)):
-        cfg = copy.deepcopy(real)
-        cfg["datasets"][name][key] = value
-        assert stages.spec(cfg, "manifest", dataset=name) != spec, key
+    assert real["datasets"]
+    for name in real["datasets"]:  # every real dataset is a DSEC build (test and train windows)
+        spec = stages.spec(real, "manifest", dataset=name)
+        assert (spec["sensor_size"], spec["short_video"], spec["min_frames"]) == ([480, 640], "mark", 8)
+        for key, value in (("sensor_width", 1280), ("sensor_height", 720), ("short_video", "refuse"),
+                           ("min_frames", 4)):
+            cfg = copy.deepcopy(real)
+            cfg["datasets"][name][key] = value
+            assert stages.spec(cfg, "manifest", dataset=name) != spec, key
     demo = yaml.safe_load((repo / "config.yaml").read_text())
     validate(demo, str(SCHEMA_PATH))
     assert stages.spec(demo, "manifest", dataset="demo")["sensor_size"] == [64, 64]
@@ -490,3 +493,84 @@ def test_manifest_spec_carries_the_sensor_and_short_video_keys():
     bad["datasets"]["demo"]["short_video"] = "drop"
     with pytest.raises(Exception, match="drop"):
         validate(bad, str(SCHEMA_PATH))
+
+
+# --------------------------------------------------------------------------
+# Sequences (issue #19 defect 10): carried as a column, never parsed from the sample id
+# --------------------------------------------------------------------------
+
+def _flat_root(tmp_path, entries):
+    """A dataset whose event files lie flat under event_npy/ (ids without "/")."""
+    root = tmp_path / "flat"
+    (root / "event_npy").mkdir(parents=True)
+    for e in entries:
+        np.save(root / "event_npy" / e["event_data"], _events(6), allow_pickle=True)
+        video.write_mp4(np.full((3, 8, 8, 3), 100, np.uint8), root / "mp4" / e["mp4_data"])
+    (root / "inst.json").write_text(json.dumps(entries))
+    return root
+
+
+def test_sequence_comes_from_the_clip_path_or_the_entry(tmp_path):
+    entries = [_entry("zurich_a", 0), _entry("zurich_a/left", 1),
+               {"id": 7, "event_data": "zurich_b_000002.npy", "mp4_data": "zurich_b_000002.mp4", "sequence": "zurich_b"},
+               {"id": 8, "event_data": "lone_000003.npy", "mp4_data": "lone_000003.mp4"},
+               {"id": "only/an/id"}]
+    (tmp_path / "inst.json").write_text(json.dumps(entries))
+    samples = dataset.samples_from_instructions(tmp_path, tmp_path / "inst.json", ["q"], None)
+    assert [(s.sample_id, s.sequence) for s in samples] == [
+        ("zurich_a/000000", "zurich_a"),            # the clip file's folder
+        ("zurich_a/left/000001", "zurich_a/left"),  # the whole folder path
+        ("zurich_b_000002", "zurich_b"),            # the entry's own "sequence" wins
+        ("lone_000003", "lone_000003"),             # unknown: the clip is its own sequence (documented)
+        ("only/an/id", "only/an/id"),               # an id is never parsed for a sequence
+    ]
+    assert dataset.Sample("x/000001").sequence == "x/000001"   # built by hand without one: its own
+
+
+def test_manifest_carries_the_sequence_column(tmp_path):
+    root = _flat_root(tmp_path, [
+        {"id": 0, "event_data": "seqA_000000.npy", "mp4_data": "seqA_000000.mp4", "sequence": "seqA"},
+        {"id": 1, "event_data": "seqA_000001.npy", "mp4_data": "seqA_000001.mp4", "sequence": "seqA"}])
+    manifest, _ = dataset.build_manifest(root, root / "inst.json", ["q"], None, skip_bad=False)
+    assert manifest.column("sequence").to_pylist() == ["seqA", "seqA"]
+    assert [s.sequence for s in dataset.samples_from_manifest(manifest, root)] == ["seqA", "seqA"]
+
+
+def test_check_disjoint_uses_the_sequence_column(tmp_path, caplog):
+    """Ids without "/" (a flat layout naming its sequences in the entries): parsing the id would see
+    two unrelated clips; the sequence column sees one sequence in train and evaluation."""
+    entries = [{"id": i, "split": split, "event_data": f"zurich_a_{i:06d}.npy", "mp4_data": f"zurich_a_{i:06d}.mp4",
+                "sequence": seq} for i, (split, seq) in enumerate([("train", "zurich_a"), ("test", "zurich_a"),
+                                                                     ("test", "zurich_b")])]
+    entries[2]["event_data"], entries[2]["mp4_data"] = "zurich_b_000002.npy", "zurich_b_000002.mp4"
+    root = _flat_root(tmp_path, entries)
+    train = dataset.samples_from_instructions(root, root / "inst.json", ["q"], "train")
+    evaluated, _ = dataset.build_manifest(root, root / "inst.json", ["q"], "test", skip_bad=False)
+    assert {s.sample_id.split("/")[0] for s in train} & set(evaluated.column("sample_id").to_pylist()) == set()
+    with pytest.raises(ValueError, match=r"sequences \['zurich_a'\] hold both training and evaluated clips"):
+        dataset.check_disjoint(train, [evaluated])
+    # a Parquet manifest is read by path, and the message names it
+    path = tmp_path / "manifest.parquet"
+    artifacts.write_parquet(evaluated, path, "manifest")
+    with pytest.raises(ValueError, match="manifest.parquet"):
+        dataset.check_disjoint(train, [path])
+    # disjoint: passes; a shared clip is named first
+    dataset.check_disjoint(train, [evaluated.filter(pa_compute_equal(evaluated, "sequence", "zurich_b"))])
+    with pytest.raises(ValueError, match=r"training clips are also evaluated.*zurich_a_000000"):
+        dataset.check_disjoint(train, [dataset.build_manifest(root, root / "inst.json", ["q"], None, False)[0]])
+    # clips with no known sequence are compared as their own sequences, and the check says so
+    lone = dataset.Sample("lone_000009")
+    with caplog.at_level("WARNING"):
+        dataset.check_disjoint([lone], [evaluated.filter(pa_compute_equal(evaluated, "sequence", "zurich_b"))])
+    assert "1 clip(s) have no known sequence" in caplog.text and "lone_000009" in caplog.text
+    # a manifest from before the column existed is refused, naming it
+    old = tmp_path / "old.parquet"
+    pq.write_table(evaluated.drop_columns(["sequence"]), old)
+    with pytest.raises(ValueError, match="old.parquet.*sequence.*rebuild"):
+        dataset.check_disjoint(train, [old])
+
+
+def pa_compute_equal(tbl, column, value):
+    import pyarrow.compute as pc
+
+    return pc.equal(tbl.column(column), value)

@@ -6,11 +6,21 @@ Layout under a dataset root (shared/reference/models-and-data.md):
 ``event_image/{seq}/{clip}_{k}.png`` and an instruction JSON listing the
 clips. The demo dataset (demo_data.py) is written in the same layout, so
 this one reader serves both.
+
+Sequences: clips cut from one recording overlap in time, so train / evaluation
+splits must be disjoint by sequence, not only by clip (`check_disjoint`). A
+clip's sequence is its instruction entry's "sequence" field when present, else
+the folder of its clip file ("zurich_city_00_a" for
+``event_data: zurich_city_00_a/000123.npy``), else - when no sequence can be
+known (a flat layout, an id-only entry) - the clip's own sample id: such a clip
+counts as a sequence of its own, and `check_disjoint` says how many there are.
+The sequence is carried as a manifest column; it is never parsed from a sample id.
 """
 from __future__ import annotations
 
 import codecs
 import json
+import logging
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +52,12 @@ class Sample:
     height: int = 0
     num_frames: int = 0                 # frames of the video source the sampler reads (0: unknown)
     short_video: bool = False           # fewer than the configured min_frames (the sampler repeats frames)
+    sequence: str = ""                  # the recording the clip was cut from; "" -> unknown: the sample id
+
+    def __post_init__(self):
+        # An unknown sequence is the clip's own (module docstring): explicit, never parsed from the id.
+        if not self.sequence:
+            object.__setattr__(self, "sequence", str(self.sample_id))
 
 
 class EventFileError(ValueError):
@@ -204,17 +220,26 @@ def _turn(entry: dict, role: str) -> str | None:
     return None
 
 
-def _sample_id(entry: dict, index: int) -> str:
-    # The "{sequence}/{clip}" form comes from the clip's own file path, which
-    # every layout has; the JSON "id" field's format is not documented.
+def _sample_key(entry: dict, index: int) -> tuple[str, str]:
+    """(sample id, sequence) of an instruction entry.
+
+    The "{sequence}/{clip}" id comes from the clip's own file path, which every
+    layout has; the JSON "id" field's format is not documented, so it is used as
+    the id only without a path and is never parsed. The sequence: the entry's
+    "sequence" field, else the clip path's folder, else the id itself (unknown)."""
+    sid = folder = None
     for key, suffix in (("event_data", ".npy"), ("mp4_data", ".mp4"), ("video_data", "")):
         rel = entry.get(key)
         if rel:
             rel = str(rel).strip("/")
-            return rel[: -len(suffix)] if suffix and rel.endswith(suffix) else rel
-    if entry.get("id") is not None:
-        return str(entry["id"])
-    raise ValueError(f"entry {index} has none of event_data, mp4_data, video_data, id")
+            sid = rel[: -len(suffix)] if suffix and rel.endswith(suffix) else rel
+            folder = sid.rpartition("/")[0] or None
+            break
+    if sid is None:
+        if entry.get("id") is None:
+            raise ValueError(f"entry {index} has none of event_data, mp4_data, video_data, id")
+        sid = str(entry["id"])
+    return sid, str(entry.get("sequence") or folder or sid)
 
 
 def samples_from_instructions(root: str | Path, json_path: str | Path, questions: Sequence[str],
@@ -237,7 +262,7 @@ def samples_from_instructions(root: str | Path, json_path: str | Path, questions
         entry_split = str(entry.get("split") or split or "test")
         if split is not None and entry_split != split:
             continue
-        sid = _sample_id(entry, i)
+        sid, sequence = _sample_key(entry, i)
         if sid in seen:
             raise ValueError(f"{json_path}: sample {sid} appears twice (entries {seen[sid]} and {i})")
         seen[sid] = i
@@ -256,6 +281,7 @@ def samples_from_instructions(root: str | Path, json_path: str | Path, questions
 
         samples.append(Sample(
             sample_id=sid,
+            sequence=sequence,
             split=entry_split,
             question=question,
             reference=(_turn(entry, "gpt") or "").strip(),
@@ -397,6 +423,7 @@ def _manifest_row(sample: Sample, root: Path, sensor_size: tuple[int, int] | Non
     t = ev["t"]
     return {
         "sample_id": sid,
+        "sequence": sample.sequence,
         "split": sample.split,
         "question": sample.question,
         "reference": sample.reference,
@@ -467,9 +494,42 @@ def samples_from_manifest(manifest: str | Path | pa.Table, root: str | Path) -> 
             height=int(r["height"]),
             num_frames=int(r.get("num_frames") or 0),
             short_video=bool(r.get("short_video") or False),
+            sequence=r.get("sequence") or "",
         )
         for r in tbl.to_pylist()
     ]
+
+
+def check_disjoint(train: Sequence[Sample], evaluated_manifests: Sequence[str | Path | pa.Table]) -> None:
+    """Raise ValueError unless no training clip is evaluated and no sequence holds both training and
+    evaluated clips (clips of one sequence overlap in time), comparing the samples' `sequence` with
+    the manifests' `sequence` column (module docstring). A manifest lacking the column (written
+    before it existed) is refused. Clips whose sequence is unknown (sequence == sample id) are
+    compared as their own sequences, with a warning naming how many."""
+    train_ids = {s.sample_id for s in train}
+    train_seqs = {s.sequence: s.sample_id for s in train}
+    unknown = sorted(s.sample_id for s in train if s.sequence == s.sample_id)
+    for m in evaluated_manifests:
+        name = "a manifest table" if isinstance(m, pa.Table) else str(m)
+        names = m.column_names if isinstance(m, pa.Table) else pq.read_schema(m).names
+        if "sequence" not in names:
+            raise ValueError(f"{name}: has no 'sequence' column (written by an older version): rebuild the "
+                             "manifest (rerun its rule) before checking disjointness")
+        tbl = m if isinstance(m, pa.Table) else pq.read_table(m, columns=["sample_id", "sequence"])
+        ids = tbl.column("sample_id").to_pylist()
+        seqs = [q or sid for sid, q in zip(ids, tbl.column("sequence").to_pylist())]
+        unknown += [sid for sid, q in zip(ids, seqs) if q == sid]
+        shared = sorted(train_ids.intersection(ids))
+        if shared:
+            raise ValueError(f"{name}: {len(shared)} training clips are also evaluated, e.g. {shared[:3]}")
+        both = sorted(train_seqs.keys() & set(seqs))
+        if both:
+            raise ValueError(f"{name}: sequences {both[:3]} hold both training and evaluated clips (overlapping "
+                             f"windows), e.g. training clip {train_seqs[both[0]]}")
+    if unknown:
+        logging.getLogger(__name__).warning(
+            "%d clip(s) have no known sequence (no folder in their clip path, no 'sequence' in their instruction "
+            "entry), e.g. %s: each is compared as a sequence of its own", len(unknown), unknown[:3])
 
 
 def sample_events(sample: Sample) -> dict:

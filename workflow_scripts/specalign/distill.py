@@ -7,8 +7,19 @@ draft's distribution pushed through the translation map, as scoring does):
   kl  forward KL(p || q) on the target's top-k distribution p (renormalised over its top k)
   tv  total variation 1/2 sum |p - q|: alpha = 1 - E[TV(p, q)] (acceptance-metrics.md), so
       this is the acceptance rate itself as a loss
+For kl / tv both p and q are softmaxes at `temperature` (scoring's sampled q and p, without the
+nucleus cut): set it to the evaluated sampled preset's. `top_k: null` keeps the target's whole
+distribution, and tv is then exactly 1 - alpha of that preset (tests/test_distill.py); a finite
+top_k makes tv 1 - alpha against p renormalised over its top k, an approximation.
 Data: `target_outputs` (the target's greedy answers: what the evaluation scores along) or
-`on_policy` (the draft's own greedy answers, scored by the target: DistillSpec's on-policy data).
+`on_policy` (the draft's own greedy answers, scored by the target: DistillSpec's on-policy data),
+both made ONCE before training (on_policy: by the initial draft), `max_new_tokens` long at most.
+
+Memory at real scale: labels are made `label_batch_size` clips at a time and only token ids (and
+kl / tv: the top-k ids and probabilities) are kept, on the CPU; nothing of the target is needed
+after that (`release` frees it before training). A draft prompt (a clip's pixels, ~11.6 MB for
+EventGPT) is prepared from its Sample when a training batch needs it and dropped after, so host
+memory does not grow with the train split.
 
 A training user can trust: the batch order is a function of (seed, step) only, and a resume
 state (trainable weights, optimiser, schedule, step) is written atomically every
@@ -21,6 +32,7 @@ then train too; for Video-LLaVA / LLaVA only the language model) and the LM head
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -52,74 +64,118 @@ class DistillSettings:
     batch_size: int
     learning_rate: float
     seed: int
-    top_k: int
+    top_k: int | None           # kl / tv; None: the target's whole distribution (tv exact)
     max_new_tokens: int
     lora_r: int | None          # None: full fine-tuning of the language model
     lora_alpha: int
     checkpoint_every: int
+    label_batch_size: int       # clips per generation batch while the labels are made
+    temperature: float          # kl / tv: both models' softmax temperature
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"distill loss {self.loss!r}: one of {LOSSES}")
         if self.data not in DATA:
             raise ValueError(f"distill data {self.data!r}: one of {DATA}")
+        for key in ("steps", "batch_size", "label_batch_size", "checkpoint_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"distill {key} {getattr(self, key)}: at least 1")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"distill top_k {self.top_k}: at least 1, or null for the whole vocabulary")
+        if not self.temperature > 0:
+            raise ValueError(f"distill temperature {self.temperature}: must be > 0")
+        if self.loss == "ce" and self.temperature != 1.0:
+            # ce trains the target's greedy tokens: a temperature would change nothing it is scored on
+            raise ValueError(f"distill temperature {self.temperature} applies to loss kl / tv only, not ce")
 
 
 @dataclass
 class Example:
-    """One training sample: the draft's prompt, the sequence (target ids) it is fed along, the
-    labels at each position (ce: the target's token there) and (kl / tv) the target's
-    distribution at each position (top-k ids and probs)."""
+    """One training sample: its clip (the draft's prompt is prepared from it per training batch),
+    the sequence (target ids) the draft is fed along, the labels at each position (ce: the
+    target's token there) and (kl / tv) the target's distribution at each position, on the CPU."""
 
-    draft_prompt: object
+    sample: object                         # specalign.dataset.Sample
     tokens: list[int]
     labels: list[int]
-    top_ids: torch.Tensor | None = None    # [n, k] target ids
+    top_ids: torch.Tensor | None = None    # [n, k] target ids; None: top_probs is the whole vocabulary
     top_probs: torch.Tensor | None = None  # [n, k], renormalised over the top k
 
 
-def check_disjoint(train_ids: Sequence[str], eval_ids: Sequence[str]) -> None:
-    """Train and evaluation never share a clip, nor a sequence (clips cut from one sequence overlap
-    in time): sample ids are "{sequence}/{clip}"."""
-    shared = sorted(set(train_ids) & set(eval_ids))
-    if shared:
-        raise ValueError(f"{len(shared)} training clips are also evaluated, e.g. {shared[:3]}")
-    seqs = sorted({s.split("/")[0] for s in train_ids} & {s.split("/")[0] for s in eval_ids})
-    if seqs:
-        raise ValueError(f"sequences {seqs[:3]} hold both training and evaluated clips (overlapping windows)")
-
-
 # ------------------------------------------------------------------------------------------ data
+def train_samples(spec: dict) -> list:
+    """The clips of the distill job's train split; none is an error naming the dataset, split and
+    instruction file (training on nothing would write the draft unchanged as if distilled)."""
+    from .dataset import samples_from_instructions
+
+    root = Path(spec["root"])
+    path = root / spec["instructions"]
+    samples = samples_from_instructions(root, path, spec["questions"], spec["split"])
+    if not samples:
+        raise ValueError(f"distill: dataset {spec['dataset']!r} has no clips in split {spec['split']!r} "
+                         f"of {path}: nothing to train on")
+    return samples
+
+
 @torch.no_grad()
-def build_examples(draft, target, samples, token_map, settings: DistillSettings, batch_size: int = 16):
-    """The training examples: each sample prepared for both models, the sequence to train along
-    (the target's greedy answer, or the draft's own mapped to target ids), and the target's
-    top-k distribution along it for kl / tv."""
+def build_examples(draft, target, samples, token_map, settings: DistillSettings) -> list[Example]:
+    """The training examples, `settings.label_batch_size` clips at a time: the sequence to train
+    along (the target's greedy answer, or the draft's own mapped to target ids) and, for kl / tv,
+    the target's top-k distribution along it. Prompts live only while their batch is labelled."""
+    examples: list[Example] = []
+    for start in range(0, len(samples), settings.label_batch_size):
+        examples.extend(_label_batch(draft, target, samples[start:start + settings.label_batch_size],
+                                     token_map, settings))
+    if samples and not examples:
+        raise ValueError(f"distill: every one of the {len(samples)} {settings.data} sequences is empty: "
+                         "nothing to train along")
+    return examples
+
+
+def _label_batch(draft, target, samples, token_map, settings: DistillSettings) -> list[Example]:
     from .generation import generate
 
     dec = Decoding("distill", do_sample=False, max_new_tokens=settings.max_new_tokens)
     tprompts = [target.prepare(s) for s in samples]
+    # prepared here as well, even when only on_policy needs them: a clip the draft cannot read fails
+    # now, naming it, not at some step of the training
     dprompts = [draft.prepare(s) for s in samples]
     if settings.data == "target_outputs":
-        seqs = [g.token_ids for g in generate(target, tprompts, dec, batch_size=batch_size)]
+        seqs = [g.token_ids for g in generate(target, tprompts, dec, batch_size=len(samples))]
     else:
-        seqs = [[t for t in token_map.translate_draft_ids(g.token_ids)][: settings.max_new_tokens]
-                for g in generate(draft, dprompts, dec, batch_size=batch_size)]
+        seqs = [token_map.translate_draft_ids(g.token_ids)[: settings.max_new_tokens]
+                for g in generate(draft, dprompts, dec, batch_size=len(samples))]
+    del dprompts
     examples = []
-    for dp, tp, y in zip(dprompts, tprompts, seqs):
+    for s, tp, y in zip(samples, tprompts, seqs):
         if not y:
             continue
-        ex = Example(dp, list(y), list(y))
+        ex = Example(s, list(y), list(y))
         if settings.loss in ("kl", "tv") or settings.data == "on_policy":
             ids = torch.cat([tp.input_ids.reshape(-1), torch.tensor(y[:-1], dtype=torch.long)])[None]
             logits = target.forward(ids, model_inputs=tp.model_inputs or None, logits_to_keep=len(y))[0].float()
-            probs = torch.softmax(logits, -1)
             if settings.data == "on_policy" and settings.loss == "ce":
-                ex.labels = probs.argmax(-1).tolist()  # the target's choice at each on-policy prefix
-            top = probs.topk(min(settings.top_k, probs.shape[-1]), dim=-1)
-            ex.top_ids, ex.top_probs = top.indices.cpu(), (top.values / top.values.sum(-1, keepdim=True)).cpu()
+                ex.labels = logits.argmax(-1).tolist()  # the target's choice at each on-policy prefix
+            if settings.loss in ("kl", "tv"):
+                probs = torch.softmax(logits / settings.temperature, -1)
+                if settings.top_k is None or settings.top_k >= probs.shape[-1]:
+                    ex.top_probs = probs.cpu()  # the whole distribution: no ids needed
+                else:
+                    top = probs.topk(settings.top_k, dim=-1)
+                    ex.top_ids = top.indices.cpu()
+                    ex.top_probs = (top.values / top.values.sum(-1, keepdim=True)).cpu()
         examples.append(ex)
     return examples
+
+
+def release(backend) -> None:
+    """Free a backend's weights (the target's, once the labels are made: training needs only them),
+    returning its accelerator memory to the allocator's pool and then to the device."""
+    device = backend.device
+    backend.model = None
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -144,11 +200,12 @@ def trainable(model, settings: DistillSettings):
     return get_peft_model(model, cfg)
 
 
-def _loss(draft, ex: Example, token_map, first_ids, settings: DistillSettings, target_width: int):
+def _loss(draft, prompt, ex: Example, token_map, first_ids, settings: DistillSettings, target_width: int):
+    """(loss, positions) of one example, `prompt` being the draft's prompt for ex.sample. Computed on
+    the draft's device: the labels (CPU) are moved there."""
     from .scoring import draft_feed
 
     y = ex.tokens
-    prompt = ex.draft_prompt.input_ids.reshape(-1)
     feeds = draft_feed(token_map, y)
     read, fed, at = [], [], 0
     for j in range(len(y)):
@@ -156,18 +213,24 @@ def _loss(draft, ex: Example, token_map, first_ids, settings: DistillSettings, t
         if j < len(y) - 1:
             fed.extend(feeds[j])
             at += len(feeds[j])
-    ids = torch.cat([prompt, torch.tensor(fed, dtype=torch.long)])[None].to(draft.device)
-    inputs = {k: v.to(draft.device) for k, v in (ex.draft_prompt.model_inputs or {}).items()}
+    ids = torch.cat([prompt.input_ids.reshape(-1), torch.tensor(fed, dtype=torch.long)])[None].to(draft.device)
+    inputs = {k: v.to(draft.device) for k, v in (prompt.model_inputs or {}).items()}
     logits = draft.model(input_ids=ids, logits_to_keep=len(fed) + 1, **inputs).logits[0].float()
-    q = token_map.push_forward(torch.softmax(logits[torch.tensor(read)], -1), first_ids, target_width)
+    dev = logits.device
+    # scoring's q: softmax(logits / temperature) in draft ids, pushed to target ids (ce: temperature 1)
+    q = token_map.push_forward(torch.softmax(logits[torch.tensor(read, device=dev)] / settings.temperature, -1),
+                               first_ids, target_width)
     eps = 1e-9
     if settings.loss == "ce":
-        return -torch.log(q[torch.arange(len(y)), torch.tensor(ex.labels)] + eps).mean(), len(y)
-    qk = q.gather(-1, ex.top_ids)
+        labels = torch.tensor(ex.labels, device=dev)
+        return -torch.log(q[torch.arange(len(y), device=dev), labels] + eps).mean(), len(y)
+    p = ex.top_probs.to(dev)
+    qk = q if ex.top_ids is None else q.gather(-1, ex.top_ids.to(dev))
     if settings.loss == "kl":
-        return (ex.top_probs * (torch.log(ex.top_probs + eps) - torch.log(qk + eps))).sum(-1).mean(), len(y)
-    # TV: 1/2 (sum over the top k |p - q| + the draft's mass outside them, where p is 0)
-    return 0.5 * ((ex.top_probs - qk).abs().sum(-1) + (1 - qk.sum(-1)).clamp(min=0)).mean(), len(y)
+        return (p * (torch.log(p + eps) - torch.log(qk + eps))).sum(-1).mean(), len(y)
+    # TV: 1/2 (sum over the top k |p - q| + the draft's mass outside them, where p is 0); with the
+    # whole vocabulary that outside mass is what the draft sends to unmapped ids: 1 - summin exactly
+    return 0.5 * ((p - qk).abs().sum(-1) + (1 - qk.sum(-1)).clamp(min=0)).mean(), len(y)
 
 
 def batch_order(n: int, batch_size: int, seed: int, step: int) -> list[int]:
@@ -190,7 +253,10 @@ def _atomic_save(obj, path: Path) -> None:
 def train(draft, examples: list[Example], token_map, settings: DistillSettings, state_dir: Path,
           fingerprint: str, target_width: int) -> dict:
     """Train `draft.model` in place (wrapped by `trainable`); returns stats. Resumes from
-    state_dir/state.pt when it holds a state of the same fingerprint (spec)."""
+    state_dir/state.pt when it holds a state of the same fingerprint (spec). Each example's draft
+    prompt is prepared when its batch comes and dropped after its backward pass."""
+    if not examples:
+        raise ValueError("distill: no training examples (an empty train split, or every sequence empty)")
     torch.manual_seed(settings.seed)
     model = trainable(draft.model, settings)
     draft.model = model
@@ -223,7 +289,7 @@ def train(draft, examples: list[Example], token_map, settings: DistillSettings, 
         opt.zero_grad(set_to_none=True)
         total, n_tok = 0.0, 0
         for ex in batch:
-            loss, n = _loss(draft, ex, token_map, first_ids, settings, target_width)
+            loss, n = _loss(draft, draft.prepare(ex.sample), ex, token_map, first_ids, settings, target_width)
             (loss / len(batch)).backward()
             total += float(loss.detach()) / len(batch)
             n_tok += n
@@ -271,7 +337,8 @@ def settings_of(spec: dict) -> DistillSettings:
     return DistillSettings(**{k: v for k, v in spec.items() if k in keys})
 
 
-def stats_json(stats: dict, settings: DistillSettings, train_ids: Sequence[str], eval_ids: Sequence[str]) -> str:
-    return json.dumps({**stats, "settings": asdict(settings), "train_samples": len(train_ids),
-                       "train_sequences": sorted({s.split("/")[0] for s in train_ids}),
+def stats_json(stats: dict, settings: DistillSettings, train: Sequence, eval_ids: Sequence[str]) -> str:
+    """The distilled checkpoint's record: settings, what it trained on (the clips' manifest sequences)."""
+    return json.dumps({**stats, "settings": asdict(settings), "train_samples": len(train),
+                       "train_sequences": sorted({s.sequence for s in train}),
                        "evaluated_samples_checked_disjoint": len(eval_ids)}, indent=2, sort_keys=True)
