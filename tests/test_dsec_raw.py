@@ -272,7 +272,8 @@ def test_too_few_events_is_an_error_and_the_instruction_name_is_a_parameter(tmp_
     summary = dsec_raw.build_clips(raw_root, ["few"], 1000, 0.5, out, {"few": "test"}, instruction_json="x.json")
     assert summary.windows_per_sequence == {"few": 1} and summary.num_clips == 0
     assert summary.errors[0]["sample_id"] == "few/000000"
-    assert f"[{T0}, {T0 + 1_000_000}) us: 4 events;" in summary.errors[0]["error"]
+    # the window starts at the first event (10 us after the first image): events and images both recorded
+    assert f"[{T0 + 10}, {T0 + 1_000_010}) us: 4 events;" in summary.errors[0]["error"]
     assert json.loads((out / "x.json").read_text()) == []
 
 
@@ -315,3 +316,51 @@ def test_a_failed_build_leaves_no_output(raw, tmp_path, monkeypatch):
     (out / "old").mkdir(parents=True)
     with pytest.raises(FileExistsError, match=str(out)):
         dsec_raw.build_clips(root, ["seq_a"], 2000, 0.5, out, SPLITS)
+
+
+# --------------------------------------------------------------------------
+# Issue #19 defect 9: windows where both streams have data; one bad PNG is one bad window
+# --------------------------------------------------------------------------
+
+def test_windows_start_where_the_events_begin_when_they_begin_after_the_first_image(tmp_path):
+    """Events start 300.5 ms after the first image: a window starting at the first image would hold
+    events for only part of its duration, so windows start at the first event."""
+    raw_root = tmp_path / "raw"
+    rel0 = T0 - T_OFFSET
+    late = rel0 + 300_500
+    rng = np.random.default_rng(5)
+    t = np.sort(np.concatenate([[late], rng.integers(late, rel0 + 3_000_000, 3000)]))
+    n = t.size
+    events = {"x": rng.integers(0, 640, n).astype(np.uint16), "y": rng.integers(0, 480, n).astype(np.uint16),
+              "p": rng.integers(0, 2, n).astype(np.uint8), "t": t.astype(np.uint32)}
+    times = T0 + 50_000 * np.arange(61)                                  # images over 3 s
+    write_raw_sequence(raw_root, "late", times, events)
+    out = tmp_path / "clips"
+    summary = dsec_raw.build_clips(raw_root, ["late"], 1000, 0.5, out, {"late": "test"})
+    first_event = T_OFFSET + late
+    # the span both streams cover: [first event, min(last image, last event + 1))
+    want = dsec_raw.clip_windows(first_event, min(int(times[-1]), T_OFFSET + int(t[-1]) + 1), 1000)
+    assert summary.windows_per_sequence == {"late": len(want)} and summary.errors == []
+    starts = []
+    for entry in _entries(out):
+        ev = dataset.load_event_file(out / "event_npy" / entry["event_data"])
+        starts.append(int(ev["time_start"]))
+        assert int(ev["t"].min()) >= int(ev["time_start"]) >= first_event
+    assert starts == [s for s, _ in want] and starts[0] == first_event
+
+
+def test_an_unreadable_png_is_an_error_row_for_its_windows_only(tmp_path):
+    raw_root = tmp_path / "raw"
+    times = T0 + 50_000 * np.arange(41)                                  # images over 2 s
+    write_raw_sequence(raw_root, "bad_png", times, _events(3))
+    broken = raw_root / "bad_png" / "images" / "left" / "rectified" / "000012.png"   # 600 ms after T0
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "clips"
+    summary = dsec_raw.build_clips(raw_root, ["bad_png"], 1000, 0.5, out, {"bad_png": "test"})
+    # windows [0, 1 s) and [0.5 s, 1.5 s) hold image 12; [1 s, 2 s) does not
+    assert summary.windows_per_sequence == {"bad_png": 3}
+    assert [(e["sample_id"], e["stage"], e["file"]) for e in summary.errors] == [
+        ("bad_png/000000", "build_clips", "bad_png/images/left/rectified/000012.png"),
+        ("bad_png/000001", "build_clips", "bad_png/images/left/rectified/000012.png")]
+    assert all("cannot read PNG" in e["error"] for e in summary.errors)
+    assert [e["id"] for e in _entries(out)] == ["bad_png/000002"] and summary.clips_per_sequence == {"bad_png": 1}

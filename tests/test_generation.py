@@ -192,3 +192,64 @@ def test_tokens_table_and_progress(tiny_target, make_prompts):
     assert tbl.num_rows == sum(len(r.token_ids) for r in res)
     first = tbl.slice(0, 1).to_pylist()[0]
     assert first["position"] == 0 and first["token_id"] == res[0].token_ids[0]
+
+
+# ---------------------------------------------------------------- timing context (issue #19, defect 8)
+
+
+def _cpu_model_from_proc() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def test_tokens_record_the_device_and_threads(tiny_target, make_prompts):
+    from specalign.generation import device_name
+
+    name = device_name(torch.device("cpu"))
+    assert name.startswith("cpu")
+    model = _cpu_model_from_proc()
+    if model:  # Linux: the processor model is named, so CPU timings of two machines are told apart
+        assert model in name
+    res = generate(tiny_target, make_prompts(tiny_target, 3, seed=7), Decoding("g", max_new_tokens=4), batch_size=2)
+    tbl = tokens_table(res)
+    assert set(tbl.column("device").to_pylist()) == {device_name(tiny_target.device)} == {name}
+    assert set(tbl.column("torch_threads").to_pylist()) == {torch.get_num_threads()}
+
+
+def test_warm_up_precedes_the_first_timed_prefill(tiny_target, make_prompts, monkeypatch):
+    """The first sample's prefill_ms must not be the model's first forward ever (device start-up, kernel
+    choice): each timed pass reports as its "milliseconds" the index of the forward it ran, so the recorded
+    prefill says which forward produced it."""
+    import specalign.generation as gen
+
+    calls: list[tuple[int, ...]] = []
+    real_forward = tiny_target.forward
+
+    def counting_forward(input_ids, *args, **kwargs):
+        calls.append(tuple(input_ids.shape))
+        return real_forward(input_ids, *args, **kwargs)
+
+    def indexed_timed(device, fn, *args, **kwargs):
+        index = len(calls)
+        return fn(*args, **kwargs), float(index)
+
+    monkeypatch.setattr(tiny_target, "forward", counting_forward)
+    monkeypatch.setattr(gen, "timed", indexed_timed)
+    prompts = make_prompts(tiny_target, 3, seed=8, min_len=3)
+    res = generate(tiny_target, prompts, Decoding("g", max_new_tokens=4), batch_size=2, warmup=True)
+    first = int(res[0].prefill_ms * 2)  # prefill_ms is the batch's pass divided by the batch size
+    assert first > 0, "the first timed prefill was the model's first forward"
+    # the warm-up ran the first batch's own prefill shape (the same kernels), then a decode step
+    assert calls[first] in calls[:first] and calls[:first][-1] == (2, 1)
+    # ...only once: the second batch is timed on its first forward
+    second = int(res[2].prefill_ms)
+    assert calls[second][0] == 1 and calls[second] not in calls[:first]
+    # without warm-up (callers that keep no timings) the first forward is the timed one
+    calls.clear()
+    assert generate(tiny_target, prompts[:1], Decoding("g", max_new_tokens=2))[0].prefill_ms == 0.0

@@ -309,3 +309,42 @@ def test_rows_table_and_timing(tiny_target, tiny_drafts, identity_map, pairs):
     assert rounds_table(rows).num_rows == len(rows)
     with pytest.raises(ValueError, match="gamma"):
         speculative_decode(tiny_drafts[0.1], tiny_target, *pairs[0], identity_map, 0, dec)
+
+
+# ---------------------------------------------------------------- timing context (issue #19, defect 8)
+
+
+def _record_forwards(monkeypatch, backend, log: list, who: str) -> None:
+    real = backend.forward
+
+    def recording(input_ids, *args, **kwargs):
+        log.append((who, tuple(input_ids.shape)))
+        return real(input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "forward", recording)
+
+
+def test_loop_warms_both_models_up_before_the_first_timed_sample(tiny_target, tiny_drafts, identity_map, pairs,
+                                                                 monkeypatch):
+    """run_speculative's first sample is not either model's first forward ever: the forwards of the
+    timed work (speculative_sample on each pair, as run_speculative runs it) come after warm-up
+    forwards of both models that include each one's prompt prefill."""
+    draft, dec = tiny_drafts[0.3], greedy(6)
+    log: list = []
+    _record_forwards(monkeypatch, draft, log, "draft")
+    _record_forwards(monkeypatch, tiny_target, log, "target")
+    for dp, tp in pairs[:2]:
+        speculative_sample(draft, tiny_target, dp, tp, identity_map, 3, dec, check_flips=False,
+                           measure_target_only=False)
+    timed = list(log)
+    log.clear()
+    tbl = run_speculative(draft, tiny_target, pairs[:2], identity_map, 3, dec, check_flips=False,
+                          measure_target_only=False)
+    warm = log[:len(log) - len(timed)]
+    assert log[len(warm):] == timed, "the timed samples' forwards are unchanged, and come last"
+    dp, tp = pairs[0]
+    assert ("draft", (1, dp.input_ids.numel())) in warm and ("target", (1, tp.input_ids.numel() + 1)) in warm
+    assert {"draft", "target"} == {who for who, _ in warm}
+    name = spec.device_name(tiny_target.device)
+    assert set(tbl.column("device").to_pylist()) == {name} and name.startswith("cpu")
+    assert set(tbl.column("torch_threads").to_pylist()) == {torch.get_num_threads()}

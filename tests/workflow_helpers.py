@@ -28,10 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 WORKFLOW_PARTS = ("Snakefile", "rules", "schemas", "workflow_scripts", "profiles", "report")
 
-# Columns that measure time or memory, not results: excluded when runs are compared.
+# Columns that measure time or memory, or say what they were measured on, not results: excluded when
+# runs are compared (the same results may come from another machine or thread count).
 TIMING_COLUMNS = frozenset({
     "prefill_ms", "decode_ms", "peak_mem_mb",                    # tokens
     "draft_ms", "verify_ms", "target_only_ms",                  # rounds
+    "device", "torch_threads",                                  # tokens, rounds: the timings' device
     "c", "c_lo", "c_hi", "expected_speedup_iid", "latency_speedup",  # summary.csv: from the measured cost ratio
     "best_gamma", "best_gamma_lo", "best_gamma_hi",
     "loop_ms", "measured_speedup",

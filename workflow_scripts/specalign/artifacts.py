@@ -28,6 +28,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     # Paths are relative to the dataset root so results do not depend on where data is mounted.
     "manifest": pa.schema([
         ("sample_id", _str),            # "{sequence}/{clip:06d}"
+        ("sequence", _str),             # the recording it was cut from (dataset.py: entry "sequence", else the
+                                        # clip file's folder, else the sample id itself: unknown)
         ("split", _str),                # from the instruction JSON ("train", "test", ...)
         ("question", _str),             # human turn, or the configured question list when empty
         ("reference", _str),            # gpt turn ("" when absent); the demo's ground-truth caption
@@ -79,6 +81,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("finish_reason", _str),        # per sample: "eos" or "length"
         ("prompt_tokens", _i32),        # per sample: prompt length after placeholder expansion
         ("peak_mem_mb", _f32),          # per sample: peak accelerator memory (0 on CPU)
+        ("device", _str),               # per sample: what the timings ran on (generation.device_name)
+        ("torch_threads", _i32),        # per sample: torch CPU threads while timing
     ]),
     # results/score/{dataset}/{draft}__{target}/{decoding}.parquet: teacher-forced draft along the
     # target stream, one row per target token. Enough to replay any gamma without a model.
@@ -112,6 +116,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("draft_flip", _bool),          # a step-by-step draft proposal != the draft's one-pass argmax there
         ("target_only_ms", _f32),       # per sample (repeated): plain target decoding of the same output
                                         # (the workflow: from the target's generation-stage timings)
+        ("device", _str),               # per sample: what draft_ms / verify_ms ran on (generation.device_name;
+                                        # "draft X, target Y" when the two models are on different devices)
+        ("torch_threads", _i32),        # per sample: torch CPU threads while timing
     ]),
 }
 

@@ -9,7 +9,10 @@ names, time order) and ``images/timestamps.txt`` (one absolute us timestamp
 per image, same order).
 
 Each sequence is cut into windows of a fixed duration with an overlap
-(EventGPT's DSEC clips: 50%), starting at the sequence's first image. A
+(EventGPT's DSEC clips: 50%) over the span where BOTH streams have data:
+from the later of the first image and the first event to the earlier of the
+last image and the last event (so no clip holds events for only part of its
+duration because the event recording began late). A
 window [start, end) becomes clip k of the sequence (k = the window's index,
 so a skipped window leaves a gap in the numbering and a clip id always says
 where in the sequence it lies), written with demo_data.write_clip, the
@@ -300,10 +303,13 @@ def _build_sequence(seq: RawSequence, split: str, raw_root: Path, tmp: Path, dur
     entries = []
     with EventWindows(seq.events_h5) as events:
         span = events.time_range()
-        # Windows start at the first image (DSEC's clips do) and stay where
-        # both the camera and the event sensor recorded.
+        # Windows start at the first image (DSEC's clips do) unless the events begin later, and stay
+        # where both the camera and the event sensor recorded: a window starting before the first event
+        # would be a clip with events for only part of its duration. (No events at all: the windows are
+        # cut over the images and each becomes a "0 events" error row below.)
+        t_start = int(times[0]) if span is None else max(int(times[0]), span[0])
         t_end = int(times[-1]) if span is None else min(int(times[-1]), span[1] + 1)
-        windows = clip_windows(int(times[0]), t_end, duration_ms, overlap)
+        windows = clip_windows(t_start, t_end, duration_ms, overlap)
         summary.windows_per_sequence[seq.name] = len(windows)
         written = 0
         for k, (start, end) in enumerate(windows):
@@ -322,7 +328,14 @@ def _build_sequence(seq: RawSequence, split: str, raw_root: Path, tmp: Path, dur
                 skip(seq.events_h5, f"events outside the {height}x{width} sensor: x max {int(evs['x'].max())}, "
                                     f"y max {int(evs['y'].max())}")
                 continue
-            frames = read_pngs(files[i0:i1])
+            try:
+                frames = read_pngs(files[i0:i1])
+            except ValueError as exc:
+                # One unreadable or odd-sized frame costs its windows, not the build; the message
+                # starts with the offending file's path (video.read_pngs).
+                bad = next((f for f in files[i0:i1] if str(exc).startswith(f"{f}:")), seq.image_dir)
+                skip(bad, str(exc))
+                continue
             data = dict(evs)
             data.update(
                 time_start=np.int64(start),
@@ -356,7 +369,8 @@ def build_clips(raw_root: str | Path, sequences: Sequence[str], duration_ms: flo
     splits maps each sequence to its split name: splits are by sequence, so
     overlapping clips of one sequence never land in two splits. Windows with
     no image, fewer than 5 events or events outside ``sensor_size``
-    (height, width) are not written but recorded in the summary's errors. A
+    (height, width), or an unreadable PNG are not written but recorded in
+    the summary's errors (file: the offending file). A
     missing sequence folder or file raises before anything is written.
     Everything is written into a temporary sibling renamed to out_root when
     complete (out_root must not exist, or be empty). Returns the summary,

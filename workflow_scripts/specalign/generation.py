@@ -22,10 +22,21 @@ Timings (`torch.cuda.synchronize` around each pass on CUDA):
   step: every row in the batch shares it); `decode_ms[0] = 0` because token 0
   comes from the prefill pass.
 - `peak_mem_mb`: `torch.cuda.max_memory_allocated` over the batch (0 on CPU).
+- `device`, `torch_threads`: what the timings were measured on (`device_name`) and with how many
+  torch CPU threads, so timings from two machines are never mistaken for one another.
+
+Warm-up: the first forward passes of a freshly loaded model pay one-off costs (CUDA context,
+cuBLAS handles, kernel selection, CPU allocator growth) that would inflate the first sample's
+prefill. `generate(warmup=True)` (the workflow's generate jobs) therefore first runs the first batch for two tokens through the
+very same code (same shapes, so the same kernels are chosen) and discards the result; sampling is
+unaffected because every call seeds its own per-sample generators.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+import platform
 import sys
 import time
 import zlib
@@ -121,6 +132,32 @@ class Generated:
     finish_reason: str  # "eos" (EOS included as the last token) or "length"
     prompt_tokens: int
     peak_mem_mb: float = 0.0
+    device: str = ""            # device_name of the device the timings were taken on
+    torch_threads: int = 0      # torch.get_num_threads() while timing
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_model() -> str:
+    # /proc/cpuinfo names the processor on Linux (platform.processor() often says only "x86_64").
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown processor"
+
+
+def device_name(device: torch.device | str) -> str:
+    """A human-readable name of the device timings are taken on: the GPU's name on CUDA
+    ("NVIDIA H100 80GB HBM3"), "cpu (<processor model>)" on the CPU, else the device type."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return f"cpu ({_cpu_model()})"
+    return device.type
 
 
 def _sync(device: torch.device) -> None:
@@ -212,23 +249,39 @@ def _generate_batch(backend: Backend, prompts: Sequence[PromptInputs], decoding:
         logits = logits[:, -1]
         next_pos = next_pos + active
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else 0.0
+    name, threads = device_name(device), torch.get_num_threads()
     return [Generated(sample_id=p.sample_id, token_ids=tokens[i], logprobs=lps[i], decode_ms=steps[i],
                       prefill_ms=prefill_ms, finish_reason=finish[i], prompt_tokens=int(p.input_ids.numel()),
-                      peak_mem_mb=peak) for i, p in enumerate(prompts)]
+                      peak_mem_mb=peak, device=name, torch_threads=threads) for i, p in enumerate(prompts)]
+
+
+def warm_up(backend: Backend, prompts: Sequence[PromptInputs], decoding: Decoding) -> None:
+    """Run `prompts` (the first timed batch) for two tokens and discard the result: the prefill and
+    one decode step through the timed code path, so device start-up and kernel selection are paid
+    before any timing is kept (see the module docstring)."""
+    if prompts:
+        short = dataclasses.replace(decoding, max_new_tokens=min(2, decoding.max_new_tokens))
+        _generate_batch(backend, prompts, short, ignore_eos=True)
 
 
 def generate(backend: Backend, prompts: Sequence[PromptInputs], decoding: Decoding, batch_size: int = 1,
-             progress: Callable[[int, int], None] | None = None, ignore_eos: bool = False) -> list[Generated]:
+             progress: Callable[[int, int], None] | None = None, ignore_eos: bool = False,
+             warmup: bool = False) -> list[Generated]:
     """Generate for every prompt, `batch_size` prompts per forward pass, in order.
 
     Each row stops at EOS (kept as its last token, finish_reason "eos") or after
     `decoding.max_new_tokens` tokens ("length"). `ignore_eos=True` always generates
     max_new_tokens (used to time plain decoding of a given length). `progress(done, total)`
-    is called after each batch.
+    is called after each batch. `warmup`: first run the first batch briefly, untimed and
+    discarded (`warm_up`), so the first sample's timings do not pay device start-up: what
+    the workflow's generate jobs do. Off by default for callers that do not keep the
+    timings (distillation labels) or warm up and time whole calls themselves (bench/).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     prompts = list(prompts)
+    if warmup:
+        warm_up(backend, prompts[:batch_size], decoding)
     out: list[Generated] = []
     for start in range(0, len(prompts), batch_size):
         out.extend(_generate_batch(backend, prompts[start:start + batch_size], decoding, ignore_eos))
@@ -265,7 +318,8 @@ def tokens_table(results: Sequence[Generated]):
     from .artifacts import table
 
     cols: dict[str, list] = {f: [] for f in ("sample_id", "position", "token_id", "logprob", "prefill_ms",
-                                             "decode_ms", "finish_reason", "prompt_tokens", "peak_mem_mb")}
+                                             "decode_ms", "finish_reason", "prompt_tokens", "peak_mem_mb",
+                                             "device", "torch_threads")}
     for r in results:
         for k, (t, lp, ms) in enumerate(zip(r.token_ids, r.logprobs, r.decode_ms)):
             cols["sample_id"].append(r.sample_id)
@@ -277,4 +331,6 @@ def tokens_table(results: Sequence[Generated]):
             cols["finish_reason"].append(r.finish_reason)
             cols["prompt_tokens"].append(int(r.prompt_tokens))
             cols["peak_mem_mb"].append(float(r.peak_mem_mb))
+            cols["device"].append(r.device)
+            cols["torch_threads"].append(int(r.torch_threads))
     return table("tokens", cols)

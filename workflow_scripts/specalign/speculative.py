@@ -48,16 +48,22 @@ flipped (the replay's matches come from one-pass passes of both).
 
 The target-only baseline of the workflow's loop jobs is the target's own generation-stage
 stream (`stream_time_ms`): decoding every sample again per gamma would double the target time.
+
+Timing context: `run_speculative` first runs the loop on the first pair for two tokens, untimed and
+discarded (`warm_up_loop`), so neither model's device start-up or kernel choice lands in the first
+sample's draft_ms / verify_ms; every row records the device (`generation.device_name`) and torch's
+CPU thread count.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable, Sequence
 
 import torch
 
 from .backends.base import Backend, PromptInputs
-from .generation import _sync, generate, processed_distribution, sample_from, sample_generator
+from .generation import _sync, device_name, generate, processed_distribution, sample_from, sample_generator
 from .specs import Decoding
 
 
@@ -291,13 +297,31 @@ def target_only_ms(target: Backend, target_prompt: PromptInputs, n_tokens: int) 
     if n_tokens < 1:
         return 0.0
     dec = Decoding(name="target_only", do_sample=False, max_new_tokens=int(n_tokens))
-    g = generate(target, [target_prompt], dec, ignore_eos=True)[0]
+    # no warm-up: the target has just run this sample's loop on the same device
+    g = generate(target, [target_prompt], dec, ignore_eos=True, warmup=False)[0]
     return float(g.prefill_ms + sum(g.decode_ms))
 
 
-def rounds_rows(sample_id: str, gamma: int, rounds: Sequence[dict], target_only: float = float("nan")) -> list[dict]:
+def loop_device(draft: Backend, target: Backend) -> str:
+    """The "rounds" artifact's `device`: one name, or both when the models sit on different devices."""
+    d, t = device_name(draft.device), device_name(target.device)
+    return t if d == t else f"draft {d}, target {t}"
+
+
+def rounds_rows(sample_id: str, gamma: int, rounds: Sequence[dict], target_only: float = float("nan"),
+                device: str = "", torch_threads: int = 0) -> list[dict]:
     """Complete per-round dicts into rows of the "rounds" artifact."""
-    return [dict(r, sample_id=sample_id, gamma=int(gamma), target_only_ms=float(target_only)) for r in rounds]
+    return [dict(r, sample_id=sample_id, gamma=int(gamma), target_only_ms=float(target_only), device=device,
+                 torch_threads=int(torch_threads)) for r in rounds]
+
+
+def warm_up_loop(draft: Backend, target: Backend, draft_prompt: PromptInputs, target_prompt: PromptInputs,
+                 token_map, gamma: int, decoding: Decoding) -> None:
+    """The loop on one pair for two tokens, discarded: both models' prefill, a draft proposal, a
+    verification and a rollback run once through the timed code before any timing is kept.
+    Sampling is unaffected: each `speculative_decode` call seeds its own generator."""
+    short = dataclasses.replace(decoding, max_new_tokens=min(2, decoding.max_new_tokens))
+    speculative_decode(draft, target, draft_prompt, target_prompt, token_map, gamma, short, check_flips=False)
 
 
 def speculative_sample(draft: Backend, target: Backend, draft_prompt: PromptInputs, target_prompt: PromptInputs,
@@ -315,7 +339,8 @@ def speculative_sample(draft: Backend, target: Backend, draft_prompt: PromptInpu
         base = stream_time_ms(target_stream[0], target_stream[1], len(out))
     else:
         base = target_only_ms(target, target_prompt, len(out)) if measure_target_only else float("nan")
-    return rounds_rows(target_prompt.sample_id, gamma, rounds, base)
+    return rounds_rows(target_prompt.sample_id, gamma, rounds, base, loop_device(draft, target),
+                       torch.get_num_threads())
 
 
 def rounds_table(rows: Sequence[dict]):
@@ -327,11 +352,13 @@ def rounds_table(rows: Sequence[dict]):
 def run_speculative(draft: Backend, target: Backend, pairs: Sequence[tuple[PromptInputs, PromptInputs]], token_map,
                     gamma: int, decoding: Decoding, max_new_tokens: int | None = None, check_flips: bool = True,
                     measure_target_only: bool = True, progress: Callable[[int, int], None] | None = None,
-                    target_streams: dict[str, tuple[float, Sequence[float]]] | None = None):
+                    target_streams: dict[str, tuple[float, Sequence[float]]] | None = None, warmup: bool = True):
     """The "rounds" artifact for (draft_prompt, target_prompt) pairs (no error handling: a rule
     that skips bad samples calls `speculative_sample` per sample itself). `target_streams`:
     sample_id -> (prefill_ms, decode_ms) of the target's generated stream, the target-only
-    baseline (see `speculative_sample`)."""
+    baseline (see `speculative_sample`). `warmup`: first run `warm_up_loop` on the first pair."""
+    if warmup and pairs:
+        warm_up_loop(draft, target, *pairs[0], token_map, gamma, decoding)
     rows: list[dict] = []
     for i, (dp, tp) in enumerate(pairs, 1):
         stream = target_streams.get(tp.sample_id) if target_streams is not None else None
