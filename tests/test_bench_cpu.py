@@ -2,15 +2,19 @@
 
 Asserts only computed truths, never a time: every section present with its fields; the peer's
 (Hugging Face assisted generation) and specalign's speculative outputs equal the target's greedy
-output; the teacher-forced replay's accepted counts equal the loop's (per sample and gamma, and in
-the full tables' loop-vs-replay rows); the workflow's job count does not depend on the number of
-samples and the dry run needs no clip; every reported number is finite.
+output; the teacher-forced replay's accepted counts equal the real loop's (per sample and gamma);
+the like-for-like cost ratio is the loop's time over target generation + scoring + replay, as
+measured; section 4's loop rounds come from a token-by-token walk of the loop (checked by hand) and
+its loop-vs-replay check fails when that walk is wrong; the workflow's job count does not depend on
+the number of samples and the dry run needs no clip; every reported number is finite.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +26,15 @@ BENCH = REPO / "bench" / "cpu_bench.py"
 SECTIONS = ["peer", "scoring", "batching", "tables", "workflow", "storage"]
 # may be NaN where the kernel refuses /proc/self/clear_refs (then no per-call peak RSS is measured)
 MAY_BE_NAN = {"peak_rss_mb", "peak_rss_over_start_mb"}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """bench/cpu_bench.py as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("cpu_bench", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +69,7 @@ def test_every_section_present(quick):
     for heading in ("## 1. The peer", "## 2. Scoring vs generation", "## 3. Generation batching",
                     "## 4. Replay and tables at full scale", "## 5. Workflow overhead", "## 6. Storage", "## GPU"):
         assert heading in text, heading
+    assert "like for like" in text
     assert "**Not measured**: no GPU machine was lent to this task" in text
     assert res["git"]["commit"] in text
     for t in res["targets"]:
@@ -83,6 +97,63 @@ def test_replayed_counts_equal_the_loop(quick):
     assert t["summary_rows"] == t["pairs"] * t["decodings"] * len(t["gammas"])
     assert t["greedy_loop_rows"] == t["pairs"] * len(t["loop_gammas"])
     assert t["greedy_loop_rows_identical"] == t["greedy_loop_output_equals_target"] == t["greedy_loop_rows"]
+
+
+def test_like_for_like_ratio_counts_the_target_generation(quick):
+    """The replay needs the target's stream, the loop does not: the like-for-like ratio puts the target's
+    generation on the replay's side, from the seconds the JSON holds."""
+    r = quick[0]["sections"]["peer"]["replay_vs_loop"]
+    med = statistics.median
+    gen, rep, loop = med(r["generate_s"]), med(r["replay_s"]), med(r["loop_s"])
+    assert len(r["generate_s"]) == len(r["replay_s"]) == len(r["loop_s"]) == r["reps"]
+    assert math.isclose(r["like_for_like_ratio"], loop / (gen + rep), rel_tol=1e-12)
+    assert r["like_for_like_ratio"] < r["cost_ratio_loop_over_replay"]     # + generation, a positive time
+    per, rounds = r["loop_s_per_gamma"], r["replay_rounds_s_per_gamma"]
+    assert list(per) == list(rounds) == [str(g) for g in r["gammas"]]
+    for i, total in enumerate(r["loop_s"]):        # the per-gamma loop times are parts of the rep's total
+        assert sum(per[g][i] for g in per) <= total
+    for i, total in enumerate(r["replay_s"]):      # so are scoring and the replays
+        assert r["score_s"][i] + sum(rounds[g][i] for g in rounds) <= total
+    for g, ratio in r["like_for_like_per_gamma"].items():
+        assert math.isclose(ratio, med(per[g]) / (gen + med(r["score_s"]) + med(rounds[g])), rel_tol=1e-12)
+
+
+def test_the_loop_walk_by_hand(bench):
+    walk = bench.walk_greedy_loop
+    # cut at the budget (N = max_new_tokens = 6), gamma 2, the draft wrong at 1 and (never looked at) 4:
+    # s=0: g=2, 5 accepted, 0 != 6 rejected -> the target's 6; s=2: g=2, 7 and 8 accepted, bonus 9;
+    # s=5: g = min(2, 6 - 5 - 1) = 0, the target's 10 alone
+    assert walk([5, 0, 7, 8, 0, 10], [5, 6, 7, 8, 9, 10], 2, 6) == [
+        (0, 2, 1, [5, 6]), (2, 2, 2, [7, 8, 9]), (5, 0, 0, [10])]
+    # an accepted EOS (2) ends the stream with no bonus token; the draft still proposed g = min(4, 8 - 0 - 1)
+    assert walk([5, 6, 2], [5, 6, 2], 4, 8) == [(0, 4, 3, [5, 6, 2])]
+    # rejected at once every round: one token per round, each the target's, g shrinking at the budget
+    assert walk([0, 0, 0], [7, 8, 9], 2, 3) == [(0, 2, 0, [7]), (1, 1, 0, [8]), (2, 0, 0, [9])]
+
+
+def test_the_tables_loop_check_can_fail(bench, tmp_path, monkeypatch):
+    """Section 4's loop rounds come from walk_greedy_loop, not from the replay: with a walk that drafts one
+    token past the budget, the tables' greedy loop rows stop matching the replay."""
+    import numpy as np
+    import polars as pl
+
+    from specalign.summary import acceptance_tables
+
+    S = dict(bench.QUICK, tab_clips=12, tab_tokens=8, tab_shards=2, tab_boot=5)
+
+    def greedy_loop_rows(root):
+        runs, _ = bench.build_synthetic_run(root, S, np.random.default_rng(0))
+        loop = acceptance_tables(runs, [1, 2], S["tab_boot"])["loop"].filter(pl.col("decoding") == "greedy")
+        return loop.height, int(loop["rounds_identical"].sum()), int(loop["output_equals_target"].sum())
+
+    rows, identical, outputs = greedy_loop_rows(tmp_path / "right")
+    assert rows == len(bench.REAL_PAIRS) * len(bench.LOOP_GAMMAS) and identical == outputs == rows
+    right = bench.walk_greedy_loop
+    monkeypatch.setattr(bench, "walk_greedy_loop", lambda p, t, g, n: right(p, t, g, n + 1))
+    # gamma 8 on 8-token streams: the first round drafts 8, not 7, in every clip; gammas 1, 2, 4: the last
+    # rounds of some of the 12 clips of each pair
+    rows, identical, outputs = greedy_loop_rows(tmp_path / "wrong")
+    assert identical == 0 and outputs == rows      # the output is still the target's: only the rounds differ
 
 
 def test_job_counts_do_not_grow_with_samples(quick):

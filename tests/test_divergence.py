@@ -15,8 +15,9 @@ import pytest
 from specalign import acceptance as acc
 from specalign import artifacts
 from specalign import divergence as dv
+from specalign.artifacts import read_streams
 from specalign.specs import Decoding, Run
-from specalign.summary import acceptance_tables, positional
+from specalign.summary import acceptance_tables
 
 EOS = 2
 BUDGET = 8
@@ -148,15 +149,22 @@ def test_token_class_from_text(text, special, is_byte, expected):
 
 
 # ------------------------------------------------------------------------------------------ free-running
-def test_draft_streams_are_mapped_like_the_seeds_positional_match(synthetic):
-    runs, _, _ = synthetic
+def test_draft_streams_are_mapped_and_matched_position_by_position(synthetic):
+    runs, csvs, _ = synthetic
     run = runs[0]
     drafts = dv.mapped_draft_streams(run)
     assert drafts["s2"] == TARGET["s2"]                      # 12 -> [4, 6]: re-tokenised 1:n
-    assert drafts["s4"][0] == dv.UNMAPPED                    # unmapped -> -1
-    from specalign.artifacts import read_streams
+    assert drafts["s4"] == [dv.UNMAPPED, 4, 6]               # unmapped -> -1
     pm = acc.positional_match_rate(drafts, read_streams(run.target_tokens))
-    assert pm == positional(run, read_streams(run.target_tokens))   # the same mapping as summary.csv's
+    # by hand, draft (in target ids) against TARGET index by index: s0 7 of 7; s1 6 of 7 (" red" at 1);
+    # s2 7 of 7; s3 4 of 4 (its length); s4 2 of 3 (unmapped at 0); s5 6 of 7 -> 32 of 35 draft tokens.
+    # No draft is longer than its target, so the min-length denominator is 35 as well.
+    assert (pm.n_samples, pm.matched, pm.draft_tokens, pm.min_tokens) == (6, 32, 35, 35)
+    assert pm.positional_match_rate == pm.positional_match_rate_min_len == 32 / 35
+    # summary.csv's column is that number for both runs (they share the free-running draft streams)
+    summ = pl.read_csv(csvs["summary"])
+    assert set(summ["decoding"]) == {"greedy", "sampled"}
+    assert all(math.isclose(x, 32 / 35, abs_tol=1e-6) for x in summ["positional_match_rate"])
 
 
 def test_first_divergence_per_sample(synthetic):
