@@ -16,6 +16,7 @@ rule score:
     log:
         "logs/score/{dataset}/{pair}/{decoding}.log",
     resources:
+        mem_mb=plan_mem_mb("score"),
         gpu=pair_gpu,
     params:
         job=job_spec("score"),
@@ -37,6 +38,7 @@ rule speculative:
     log:
         "logs/speculative/{dataset}/{pair}/{decoding}/g{gamma}/shard{shard}.log",
     resources:
+        mem_mb=plan_mem_mb("speculative"),
         gpu=pair_gpu,
     params:
         job=job_spec("speculative"),
@@ -57,6 +59,8 @@ rule acceptance:
         distillation="results/acceptance/distillation.csv",
     log:
         "logs/acceptance/all.log",
+    resources:
+        mem_mb=plan_mem_mb("acceptance"),
     params:
         job=job_spec("acceptance"),
     script:

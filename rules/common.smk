@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
+from specalign import plan as resource_plan  # noqa: E402
 from specalign import stages  # noqa: E402
 from specalign.config import (  # noqa: E402
     CLIPS,
@@ -28,6 +29,9 @@ expand_datasets(config)  # a dsec_raw dataset becomes one clip dataset per durat
 PKG = Path(os.path.relpath(Path(workflow.basedir) / "workflow_scripts" / "specalign"))
 
 DATASETS = sorted(config["datasets"])
+EVALUATED = stages.evaluated(
+    config
+)  # DATASETS less those only a distillation trains on
 MODELS = sorted(config["models"])
 DECODINGS = sorted(config["decodings"])
 PAIRS = stages.pairs(config)
@@ -47,6 +51,17 @@ for _stage, _w in stages.all_jobs(config):
     write_fingerprint(
         stages.fingerprint_path(_stage, **_w), stages.spec(config, _stage, **_w)
     )
+
+
+# ---- the resource plan (specalign.plan): each job's predicted peak memory from its checkpoints'
+# config.json; a job beyond gpu_memory_gb stops the workflow here, before anything runs.
+PLAN = resource_plan.plan_jobs(config)
+resource_plan.check(PLAN, config["gpu_memory_gb"])
+
+
+def plan_mem_mb(stage):
+    """A rule's mem_mb: its job's planned host memory with headroom (what sbatch --mem asks for)."""
+    return lambda w: resource_plan.mem_mb(PLAN, stage, dict(w.items()))
 
 
 def fingerprint(stage):
@@ -130,7 +145,7 @@ def clip_datasets():
     """The folders of the datasets cut from raw DSEC sequences (each holds build_summary.json)."""
     return [
         dataset_root(config, d)
-        for d in DATASETS
+        for d in EVALUATED
         if config["datasets"][d]["kind"] == CLIPS
     ]
 
@@ -177,7 +192,7 @@ def distill_inputs(wildcards):
         "draft": model_inputs(d["draft"]),
         "target": model_inputs(d["target"]),
         "data": dataset_inputs(d["dataset"]),
-        "manifests": [f"results/data/{ds}/manifest.parquet" for ds in DATASETS],
+        "manifests": [f"results/data/{ds}/manifest.parquet" for ds in EVALUATED],
     }
 
 
@@ -208,7 +223,7 @@ def target_tokens(wildcards):
 def all_outputs():
     out = ["results/acceptance/summary.csv", "results/report.md"]
     out += ["results/report/index.html"]  # with its plots (rule report_html)
-    out += [f"results/data/{d}/manifest.parquet" for d in DATASETS]
+    out += [f"results/data/{d}/manifest.parquet" for d in EVALUATED]
     out += [f"results/vocab/{m}.parquet" for m in MODELS]
     out += [f"results/translation/{p}.parquet" for p in PAIRS]
     return out

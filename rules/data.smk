@@ -9,6 +9,8 @@ rule demo_data:
         directory("results/demo_data/{dataset}"),
     log:
         "logs/demo_data/{dataset}.log",
+    resources:
+        mem_mb=plan_mem_mb("demo_data"),
     params:
         job=job_spec("demo_data"),
     script:
@@ -25,6 +27,8 @@ rule manifest:
         errors="results/data/{dataset}/errors.parquet",
     log:
         "logs/manifest/{dataset}.log",
+    resources:
+        mem_mb=plan_mem_mb("manifest"),
     params:
         job=job_spec("manifest"),
     script:
@@ -41,6 +45,8 @@ rule build_clips:
         errors="results/clips/{dataset}.errors.parquet",
     log:
         "logs/build_clips/{dataset}.log",
+    resources:
+        mem_mb=plan_mem_mb("build_clips"),
     params:
         job=job_spec("build_clips"),
     script:

@@ -14,6 +14,7 @@ rule generate:
     log:
         "logs/generate/{dataset}/{model}/{decoding}/shard{shard}.log",
     resources:
+        mem_mb=plan_mem_mb("generate"),
         gpu=lambda w: gpu_of(w.model),
     params:
         job=job_spec("generate"),

@@ -12,6 +12,8 @@ rule demo_model:
     log:
         "logs/demo_model/{model}.log",
     threads: 1
+    resources:
+        mem_mb=plan_mem_mb("demo_model"),
     params:
         job=job_spec("demo_model"),
     script:
@@ -29,6 +31,7 @@ rule distill:
         "logs/distill/{model}.log",
     threads: 1
     resources:
+        mem_mb=plan_mem_mb("distill"),
         gpu=lambda w: gpu_of(w.model, *distill_models(w.model)),
     params:
         job=job_spec("distill"),

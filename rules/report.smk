@@ -11,7 +11,7 @@ rule report:
         distillation="results/acceptance/distillation.csv",
         scores=expand(
             "results/score/{dataset}/{pair}/{decoding}.parquet",
-            dataset=DATASETS,
+            dataset=EVALUATED,
             pair=PAIRS,
             decoding=DECODINGS,
         ),
@@ -26,6 +26,8 @@ rule report:
         disagreements="results/explain/disagreements.csv",
     log:
         "logs/report/report.log",
+    resources:
+        mem_mb=plan_mem_mb("report"),
     params:
         job=job_spec("report"),
     script:

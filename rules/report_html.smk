@@ -60,6 +60,8 @@ rule report_html:
         ),
     log:
         "logs/report_html/report_html.log",
+    resources:
+        mem_mb=plan_mem_mb("report_html"),
     params:
         job=job_spec("report_html"),
     script:

@@ -11,6 +11,8 @@ rule demo_tokenizers:
         target=directory("results/demo_tokenizers/target"),
     log:
         "logs/demo_tokenizers/demo.log",
+    resources:
+        mem_mb=plan_mem_mb("demo_tokenizers"),
     params:
         job=job_spec("demo_tokenizers"),
     script:
@@ -26,6 +28,8 @@ rule vocab:
         vocab="results/vocab/{model}.parquet",
     log:
         "logs/vocab/{model}.log",
+    resources:
+        mem_mb=plan_mem_mb("vocab"),
     params:
         job=job_spec("vocab"),
     script:
@@ -43,6 +47,8 @@ rule translation:
         stats="results/translation/{pair}.stats.json",
     log:
         "logs/translation/{pair}.log",
+    resources:
+        mem_mb=plan_mem_mb("translation"),
     params:
         job=job_spec("translation"),
     script:

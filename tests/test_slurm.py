@@ -47,8 +47,8 @@ CI_OVERRIDES = [
     "--verbose",                                     # prints each sbatch call (checked below)
     "--default-resources", "slurm_partition=debug", "gpu=0",
     *[f"{k}={v}" for k, v in SMALL.items()],
-    "--set-resources",                               # replaces the profile's 64 GB / 4-CPU rule settings
-    *[f"{rule}:{k}={v}" for rule in ("generate", "score", "speculative", "demo_model") for k, v in SMALL.items()],
+    "--set-resources",                               # replaces the rules' planned memory and the profile's CPUs
+    *[f"{rule}:{k}={v}" for rule in sorted(RULES_WITH_JOBS) for k, v in SMALL.items()],
 ]
 
 

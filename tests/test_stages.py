@@ -150,7 +150,8 @@ def test_the_typed_records_are_exactly_the_spec():
     assert spec["root"] == "/data/my_egpt_dsec_seq_1s"
     runs = jobs.Job(rule="acceptance", spec=stages.spec(cfg, "acceptance"), input=None, output=None, wildcards={},
                     log=None).runs
-    assert len(runs) == 3 * 2 and all(isinstance(r, Run) for r in runs)
+    # the evaluated dataset (the train set has evaluate: false) x pairs x decodings
+    assert len(runs) == 1 * 6 * 2 and all(isinstance(r, Run) for r in runs)
     greedy, sampled = runs[0], runs[1]
     assert (greedy.decoding.name, sampled.decoding.name) == ("greedy", "sampled")
     assert len(greedy.draft_tokens) == 8
@@ -158,14 +159,70 @@ def test_the_typed_records_are_exactly_the_spec():
 
 
 def test_all_jobs_are_the_planned_jobs_of_the_real_config():
-    """185 jobs in README's count less `all`: 1 manifest, 3 vocab, 3 translation, 48 generate, 6 score,
-    120 speculative (3 pairs x 8 shards x (4 sampled gammas + the greedy check at gamma 4)), acceptance,
-    report, report_html; no demo stage."""
+    """1 evaluated dataset (the train set, evaluate: false, is only distilled on) x 6 models / pairs:
+    1 manifest, 6 vocab, 6 translation, 96 generate (6 x 2 decodings x 8 shards), 12 score, 240 speculative
+    (6 pairs x 8 shards x (4 sampled gammas + the greedy check at gamma 4)), 1 distill, acceptance, report,
+    report_html; no demo stage."""
     from collections import Counter
 
     counts = Counter(stage for stage, _ in stages.all_jobs(real_config()))
-    assert counts == {"manifest": 1, "vocab": 3, "translation": 3, "generate": 48, "score": 6,
-                      "speculative": 120, "acceptance": 1, "report": 1, "report_html": 1}
+    assert counts == {"manifest": 1, "vocab": 6, "translation": 6, "generate": 96, "score": 12,
+                      "speculative": 240, "distill": 1, "acceptance": 1, "report": 1, "report_html": 1}
+
+
+DERIVED = ("video_llava_7b_int8", "video_llava_7b_8l", "eventgpt_7b_distilled")
+
+
+def _model_specs(cfg: dict, name: str) -> list[dict]:
+    """Every job spec that holds model `name`: its generation, its pair's scoring, its distillation."""
+    out = [stages.spec(cfg, "generate", dataset="dsec_1s", model=name, decoding="greedy", shard=0)["model"],
+           stages.spec(cfg, "score", dataset="dsec_1s", pair=f"{name}__video_llava_7b", decoding="sampled")["draft"]]
+    if cfg["models"][name].get("distill"):
+        out.append(stages.spec(cfg, "distill", model=name)["model"])
+    return out
+
+
+def test_a_model_made_from_another_runs_as_it_does():
+    """A base: self-draft and a distilled draft of a bfloat16 CUDA model are bfloat16 CUDA jobs asking for a
+    GPU: dtype, device and gpu come from the base (or distill.draft) unless the model sets them."""
+    from specalign.config import check_references
+
+    cfg = real_config()  # validated only: the job specs resolve the inheritance themselves
+    for name in DERIVED:
+        for spec in _model_specs(cfg, name):
+            assert (spec["dtype"], spec["device"]) == ("bfloat16", "cuda"), (name, spec)
+    check_references(cfg)  # what rules/common.smk runs: fills the config for the rules (gpu resources)
+    for name in DERIVED:
+        assert {k: cfg["models"][name][k] for k in ("dtype", "device", "gpu")} == \
+            {"dtype": "bfloat16", "device": "cuda", "gpu": True}, name
+        assert _model_specs(cfg, name) == _model_specs(real_config(), name)  # filled or not: one answer
+
+
+def test_explicit_settings_win_and_chains_inherit():
+    from specalign.config import check_references
+
+    raw = yaml.safe_load((REPO / "config" / "real_models.yaml").read_text())
+    raw["models"]["video_llava_7b_8l"].update(dtype="float16", device="cuda:1", gpu=False)
+    # a self-draft of the distilled draft: inherits through it from eventgpt_7b
+    raw["models"]["eventgpt_7b_distilled_int8"] = {"family": "eventgpt", "base": "eventgpt_7b_distilled",
+                                                   "quantization": "int8_weight"}
+    raw["pairs"].append({"draft": "eventgpt_7b_distilled_int8", "target": "video_llava_7b"})
+    validate(raw, str(SCHEMA_PATH))
+    check_references(raw)  # the int8_weight (cuda) draft is accepted: its device is the inherited cuda
+    m = raw["models"]
+    assert (m["video_llava_7b_8l"]["dtype"], m["video_llava_7b_8l"]["device"], m["video_llava_7b_8l"]["gpu"]) == \
+        ("float16", "cuda:1", False)
+    assert [(s["dtype"], s["device"]) for s in _model_specs(raw, "video_llava_7b_8l")] == [("float16", "cuda:1")] * 2
+    assert (m["eventgpt_7b_distilled_int8"]["dtype"], m["eventgpt_7b_distilled_int8"]["device"],
+            m["eventgpt_7b_distilled_int8"]["gpu"]) == ("bfloat16", "cuda", True)
+    # nothing to inherit: the schema's defaults (the demo's distilled draft of a draft that sets nothing)
+    demo = demo_config()
+    check_references(demo)
+    for name in ("demo_draft", "demo_draft_distilled"):
+        assert {k: demo["models"][name][k] for k in ("dtype", "device", "gpu")} == \
+            {"dtype": "float32", "device": "cpu", "gpu": False}, name
+    spec = stages.spec(demo, "distill", model="demo_draft_distilled")["model"]
+    assert (spec["dtype"], spec["device"]) == (ModelSpec.dtype, ModelSpec.device) == ("float32", "cpu")
 
 
 def test_a_misspelt_model_option_is_refused_naming_it():
@@ -199,3 +256,19 @@ def test_models_of_two_families_without_options_validate():
     validate(cfg, str(SCHEMA_PATH))
     validate(cfg, str(SCHEMA_PATH))
     assert cfg["models"]["demo_target"].get("options", {}) == {}  # no eventgpt option leaked into it
+
+
+def test_a_dataset_only_trained_on_is_built_but_never_measured():
+    """evaluate: false - its clips are built for the distillation, no manifest, generation or score."""
+    from specalign.config import ConfigError, check_references
+
+    cfg = demo_config()
+    cfg["datasets"]["extra"] = {**copy.deepcopy(cfg["datasets"]["demo"]), "evaluate": False}
+    with pytest.raises(ConfigError, match="datasets.extra.evaluate: false, but no model's distill.dataset"):
+        check_references(copy.deepcopy(cfg))
+    distilled = next(m for m in cfg["models"].values() if m.get("distill"))
+    distilled["distill"]["dataset"] = "extra"
+    check_references(cfg)
+    jobs = [(stage, w) for stage, w in stages.all_jobs(cfg) if "extra" in w.values()]
+    assert jobs == [("demo_data", {"dataset": "extra"})]
+    assert {r.dataset for r in stages.runs(cfg)} == {"demo"}

@@ -86,10 +86,15 @@ def round_files(cfg: dict, dataset: str, pair: str, decoding: str) -> list[str]:
             for g in loop_gammas(cfg, decoding) for k in range(cfg["shards"])]
 
 
+def evaluated(cfg: dict) -> list[str]:
+    """The datasets measured (all but those with `evaluate: false`, which only a distillation reads)."""
+    return sorted(d for d, ds in cfg["datasets"].items() if ds.get("evaluate", True))
+
+
 def runs(cfg: dict) -> list[Run]:
-    """One run per dataset x pair x decoding: the rows of the acceptance tables."""
+    """One run per evaluated dataset x pair x decoding: the rows of the acceptance tables."""
     out = []
-    for d in sorted(cfg["datasets"]):
+    for d in evaluated(cfg):
         for p in pairs(cfg):
             draft, target = pair_models(p)
             for dec in sorted(cfg["decodings"]):
@@ -215,14 +220,15 @@ def spec(cfg: dict, stage: str, **w: Any) -> dict:
 # ---------------------------------------------------------------------------------- every job
 def all_jobs(cfg: dict) -> Iterator[tuple[str, dict]]:
     """(stage, wildcards) of every job the config can plan."""
-    datasets, models, decs = sorted(cfg["datasets"]), sorted(cfg["models"]), sorted(cfg["decodings"])
+    datasets, models, decs = evaluated(cfg), sorted(cfg["models"]), sorted(cfg["decodings"])
     shards = range(cfg["shards"])
-    for d in datasets:
+    for d in sorted(cfg["datasets"]):  # built for a distillation too; measured only when evaluated
         if cfg["datasets"][d]["kind"] == "demo":
             yield "demo_data", {"dataset": d}
         if cfg["datasets"][d]["kind"] == CLIPS:
             yield "build_clips", {"dataset": d}
-        yield "manifest", {"dataset": d}
+        if d in datasets:
+            yield "manifest", {"dataset": d}
     demo_models = [m for m in models if cfg["models"][m].get("demo")]
     if demo_models:
         yield "demo_tokenizers", {}
