@@ -271,7 +271,7 @@ def plan_check(s: Smoke) -> dict:
                "decodings": {"g": {"max_new_tokens": s.args.new_tokens}}}
         job = plan.plan_job(cfg, "generate", {"model": "target", "decoding": "g"},
                             {"target": plan.model_of(cfg, "target")})
-        planned = sum(v for k, v in job.devices["cuda:0"].items() if "weights" not in k and k != "cuda context")
+        planned = sum(v for k, v in job.devices[plan.canonical_device(s.args.device)].items() if "weights" not in k and k != "cuda context")
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()

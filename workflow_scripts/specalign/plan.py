@@ -15,9 +15,12 @@ Every figure here is a PREDICTION, and each is printed with its parts:
                training, every decoder layer's saved activations of one example (backward runs per
                example in distill.train) and the trainable parameters' grads and AdamW state
   cuda context the CUDA runtime's own use per device (CUDA_CONTEXT)
+  loading      every backend builds its model whole on the CPU, in the load dtype, then moves it
+               to the device, and only then truncates or quantizes a self-draft (backends.load_backend):
+               the host holds the largest model's full weights once, and a device holds the models
+               loaded before + the full weights of the one loading (a floor under its figure)
 Host: the interpreter with torch and transformers (HOST_RUNTIME), the weights of models placed on
-the CPU, and staging while a GPU model loads (at most LOAD_STAGING: transformers 5 loads a
-checkpoint shard by shard). SLURM's mem_mb = host x HOST_HEADROOM.
+the CPU, and that loading copy. SLURM's mem_mb = host x HOST_HEADROOM (at least MIN_MEM_MB).
 
 Where a model's config.json is not on this machine (a placeholder path, as in the shipped
 config/real_models.yaml), the family's published config (published/{family}.json beside this module,
@@ -42,7 +45,7 @@ PUBLISHED = Path(__file__).resolve().parent / "published"
 PROMPT_TEXT_TOKENS = 128      # system prompt + question + template around the visual tokens: an upper bound
 CUDA_CONTEXT = 0.75 * GiB     # CUDA runtime, cuBLAS workspaces, allocator slack per device
 HOST_RUNTIME = 3 * GiB        # Python with torch + transformers imported (+ CUDA host libraries)
-LOAD_STAGING = 5 * GiB        # host memory a GPU model's loading holds at once (one safetensors shard)
+MIN_MEM_MB = 4000             # the least mem_mb a job asks for (the profile's old default)
 HOST_HEADROOM = 1.25          # SLURM mem_mb = predicted host memory x this
 EVENT_RATE = 30e6             # events per second a raw DSEC window is planned for (build_clips)
 EVENT_BYTES = 13              # x, y (uint16), p (uint8), t (int64) per event
@@ -77,6 +80,7 @@ class Shape:
     vision: dict | None          # CLIP tower sizes (None: text only)
     towers: int                  # CLIP towers (Video-LLaVA has an image and a video tower)
     visual_tokens: int           # placeholders the prompt holds
+    frames: int                  # images the vision tower encodes per prompt (video frames, event frames)
     source: str                  # where the config came from
 
     @property
@@ -100,22 +104,23 @@ def _vision(v: dict) -> dict:
 
 def shape_of(family: str, cfg: dict, source: str, event_frames: int = 5) -> Shape:
     t = _text(cfg)
-    vision, towers, tokens = None, 0, 0
+    vision, towers, tokens, frames = None, 0, 0, 0
     if family in ("llava", "video_llava"):
         vision = _vision(cfg.get("vision_config") or {})
         grid = (vision["image_size"] // vision["patch_size"]) ** 2
         if family == "llava":   # default strategy: the CLS token dropped
-            towers, tokens = 1, grid + (0 if cfg.get("vision_feature_select_strategy", "default") == "default" else 1)
+            towers, tokens, frames = 1, grid + (cfg.get("vision_feature_select_strategy", "default") != "default"), 1
         else:                   # an image and a video tower; 8 frames of grid + CLS
-            towers, tokens = 2, VIDEO_FRAMES * (grid + 1)
+            towers, tokens, frames = 2, VIDEO_FRAMES * (grid + 1), VIDEO_FRAMES
     elif family == "eventgpt":
         if not cfg.get("mm_visual_tower_config"):  # the released tower is CLIP-L/14-336 (configuration.py)
             cfg = {**cfg, "mm_visual_tower_config": _published("eventgpt")[0]["mm_visual_tower_config"]}
         vision = _vision(cfg["mm_visual_tower_config"])
-        towers, tokens = 1, event_frames + (vision["image_size"] // vision["patch_size"]) ** 2 + 1
+        towers, frames = 1, event_frames
+        tokens = event_frames + (vision["image_size"] // vision["patch_size"]) ** 2 + 1
     return Shape(family, t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"], t["num_attention_heads"],
                  t["num_key_value_heads"], t["vocab_size"], bool(t["tie_word_embeddings"]), vision, towers, tokens,
-                 source)
+                 frames, source)
 
 
 def _published(family: str) -> tuple[dict, Path]:
@@ -192,6 +197,10 @@ class Model:
         decoder = self.layers * (p["decoder_linear_per_layer"] * q + p["decoder_other_per_layer"] * b)
         return int(decoder + p["embeddings"] * b + p["lm_head"] * q + p["vision"] * b)
 
+    def full_weights(self) -> int:
+        """The checkpoint as loaded, before a self-draft's truncation or quantization."""
+        return Model(self.name, self.shape, self.dtype, self.device, self.shape.layers, None, 1).weights()
+
     def kv(self, batch: int, tokens: int) -> int:
         s = self.shape
         return 2 * self.layers * s.kv_heads * s.head_dim * batch * tokens * self.bytes
@@ -204,8 +213,7 @@ class Model:
         if s.vision is not None:
             v = s.vision
             per_frame = (v["image_size"] // v["patch_size"]) ** 2 + 1
-            frames = VIDEO_FRAMES if s.family == "video_llava" else 5
-            act += batch * frames * per_frame * (4 * v["hidden_size"] + v["intermediate_size"]) * self.bytes
+            act += batch * s.frames * per_frame * (4 * v["hidden_size"] + v["intermediate_size"]) * self.bytes
         return act + 2 * batch * logits * s.vocab * 4
 
 
@@ -248,13 +256,16 @@ class JobPlan:
     devices: dict[str, dict[str, int]] = field(default_factory=dict)
     host: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    loading: dict[str, tuple[int, str]] = field(default_factory=dict)  # device -> peak while loading, what
 
     def add(self, device: str, part: str, nbytes: float) -> None:
-        where = self.host if device == "cpu" else self.devices.setdefault(_canonical_device(device), {})
+        where = self.host if device == "cpu" else self.devices.setdefault(canonical_device(device), {})
         where[part] = where.get(part, 0) + int(nbytes)
 
     def gpu_bytes(self) -> dict[str, int]:
-        return {d: sum(p.values()) for d, p in self.devices.items()}
+        """Per device, the larger of the running figure and the loading floor (with the context)."""
+        return {d: max(sum(p.values()), self.loading.get(d, (0, ""))[0] + p.get("cuda context", 0))
+                for d, p in self.devices.items()}
 
     def host_bytes(self) -> int:
         return sum(self.host.values())
@@ -264,20 +275,32 @@ class JobPlan:
         return " ".join([self.stage] + [f"{k}={v}" for k, v in self.wildcards.items()])
 
     def mem_mb(self) -> int:
-        return int(math.ceil(self.host_bytes() * HOST_HEADROOM / 2 ** 20))
+        return max(MIN_MEM_MB, int(math.ceil(self.host_bytes() * HOST_HEADROOM / 2 ** 20)))
 
 
-def _canonical_device(device: str) -> str:
+def canonical_device(device: str) -> str:
     return "cuda:0" if device == "cuda" else device
 
 
 def _with_runtime(plan: JobPlan, models: list[Model]) -> JobPlan:
+    """The runtime, the CUDA context of each device, and loading: `models` in the order the job loads
+    them, each whole on the host, then on its device in full before a self-draft is cut down."""
     plan.add("cpu", "runtime", HOST_RUNTIME)
-    for d in sorted({_canonical_device(m.device) for m in models if m.on_gpu}):
-        plan.add(d, "cuda context", CUDA_CONTEXT)
+    loaded: dict[str, int] = {}
     for m in models:
-        if m.on_gpu:
-            plan.add("cpu", f"{m.name} load staging", min(m.weights(), LOAD_STAGING))
+        if not m.on_gpu:
+            continue
+        dev = canonical_device(m.device)
+        if dev not in loaded:
+            plan.add(dev, "cuda context", CUDA_CONTEXT)
+        peak = loaded.get(dev, 0) + m.full_weights()
+        if peak > plan.loading.get(dev, (0, ""))[0]:
+            before = " + the models loaded before" if loaded.get(dev) else ""
+            plan.loading[dev] = (peak, f"{m.name} loading: its full checkpoint {_gib(m.full_weights())}{before}")
+        loaded[dev] = loaded.get(dev, 0) + m.weights()
+    staging = max((m.full_weights() for m in models if m.on_gpu), default=0)
+    if staging:
+        plan.add("cpu", "loading copy (the largest model, whole on the host before it moves)", staging)
     return plan
 
 
@@ -357,14 +380,13 @@ def distill_phases(cfg: dict, name: str, models: dict[str, Model | None]) -> tup
     draft, target = models[d["draft"]], models[d["target"]]
     if draft is None or target is None:
         return None
-    # the distilled model trains where the output model is configured (it inherits its draft's placement)
-    out = models[name] or draft
-    draft = Model(draft.name, draft.shape, out.dtype, out.device, draft.layers, None, draft.batch_size)
+    # the job loads and trains the draft as configured (job.model_spec("draft")), full size
+    draft = Model(draft.name, draft.shape, draft.dtype, draft.device, draft.shape.layers, None, draft.batch_size)
     label: Phase = {}
     train: Phase = {}
 
     def add(phase: Phase, device: str, part: str, n: float) -> None:
-        phase.setdefault(_canonical_device(device), {})[part] = int(n)
+        phase.setdefault(canonical_device(device), {})[part] = int(n)
 
     label_batch, n_new = d["label_batch_size"], d["max_new_tokens"]
     t_ctx = target.prompt_tokens + n_new
@@ -426,11 +448,11 @@ def job_key(stage: str, w: dict) -> tuple:
     return (stage, tuple(sorted((k, str(v)) for k, v in w.items() if k != "shard")))
 
 
-def mem_mb(plans: dict[tuple, JobPlan], stage: str, w: dict, default: int = 4000) -> int:
+def mem_mb(plans: dict[tuple, JobPlan], stage: str, w: dict, default: int = MIN_MEM_MB) -> int:
     """What a job asks the scheduler for (SLURM mem_mb): its plan's host figure with headroom; a job
     without a plan (no model, or a model not built yet) gets `default`."""
     p = plans.get(job_key(stage, w))
-    return max(default, p.mem_mb()) if p is not None else default
+    return p.mem_mb() if p is not None else default
 
 
 class PlanError(ValueError):
@@ -446,6 +468,8 @@ def check(plans: dict[tuple, JobPlan], gpu_memory_gb: float | None) -> None:
         for dev, n in p.gpu_bytes().items():
             if n > gpu_memory_gb * GiB:
                 parts = ", ".join(f"{k} {v / GiB:.1f}" for k, v in p.devices[dev].items())
+                if dev in p.loading and p.loading[dev][0] + p.devices[dev].get("cuda context", 0) == n:
+                    parts = f"while loading: {p.loading[dev][1]}; running: {parts}"
                 over.append(f"job {p.label}: {n / GiB:.1f} GiB predicted on {dev} > gpu_memory_gb {gpu_memory_gb} "
                             f"({parts})")
     if over:
@@ -460,8 +484,15 @@ def _gib(n: float) -> str:
 
 
 def _body(p: JobPlan) -> list[str]:
-    lines = [f"GPU {dev}: {_gib(sum(parts.values()))} = " + " + ".join(f"{k} {_gib(v)}" for k, v in parts.items())
-             for dev, parts in p.devices.items()]
+    lines = []
+    for dev, parts in p.devices.items():
+        run = " + ".join(f"{k} {_gib(v)}" for k, v in parts.items())
+        peak, what = p.loading.get(dev, (0, ""))
+        if peak + parts.get("cuda context", 0) > sum(parts.values()):
+            lines.append(f"GPU {dev}: {_gib(p.gpu_bytes()[dev])} while loading ({what} + cuda context); "
+                         f"running {_gib(sum(parts.values()))} = {run}")
+        else:
+            lines.append(f"GPU {dev}: {_gib(sum(parts.values()))} = {run}")
     lines.append(f"host: {_gib(p.host_bytes())} = " + " + ".join(f"{k} {_gib(v)}" for k, v in p.host.items())
                  + f"  -> SLURM mem_mb {p.mem_mb()}")
     return lines + [f"({note})" for note in p.notes]
