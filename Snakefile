@@ -28,6 +28,7 @@ include: "rules/tokens.smk"
 include: "rules/models.smk"
 include: "rules/generate.smk"
 include: "rules/acceptance.smk"
+include: "rules/timing.smk"
 include: "rules/report.smk"
 include: "rules/report_html.smk"
 

@@ -57,6 +57,10 @@ rule acceptance:
         cost="results/acceptance/cost_model.csv",
         loop="results/acceptance/loop_vs_replay.csv",
         distillation="results/acceptance/distillation.csv",
+        histograms="results/acceptance/histograms.csv",
+        histogram_checks="results/acceptance/histogram_checks.csv",
+        # one JSON per dataset x pair x decoding; written whole, so a run gone from the config leaves none
+        profiles=directory("results/acceptance/profiles"),
     log:
         "logs/acceptance/all.log",
     resources:

@@ -222,6 +222,8 @@ def target_tokens(wildcards):
 
 def all_outputs():
     out = ["results/acceptance/summary.csv", "results/report.md"]
+    # the exported acceptance profiles (rule acceptance)
+    out += ["results/acceptance/profiles"]
     out += ["results/report/index.html"]  # with its plots (rule report_html)
     out += [f"results/data/{d}/manifest.parquet" for d in EVALUATED]
     out += [f"results/vocab/{m}.parquet" for m in MODELS]
@@ -237,4 +239,6 @@ def acceptance_inputs(wildcards):
         "translation": sorted({r.translation for r in runs}),
         "tokens": sorted({f for r in runs for f in r.draft_tokens + r.target_tokens}),
         "rounds": [f for r in runs for f in r.rounds],
+        # the paired timing job of each run: every cost ratio of the tables (timing.py)
+        "timing": [r.timing for r in runs],
     }

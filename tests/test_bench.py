@@ -232,3 +232,26 @@ def test_local_replay_is_the_workflow_rule():
             want = [(r.start, r.drafted, r.accepted, r.emitted) for r in replay_rounds(m, gamma, budget)]
             got = [(r.start, r.drafted, r.accepted, r.emitted) for r in bench._replay_rounds_local(m, gamma, budget)]
             assert got == want
+
+
+def test_timing_stability_quick_run_reports_what_it_measured(tmp_path):
+    """bench/timing_stability.py --quick (one busy process): its medians are the medians of its runs,
+    each paired c lies in its own interval, and the two-job cross ratios are the quotients it says."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "timing_stability.py"), "--quick", "--busy", "1",
+                           "--out", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads((tmp_path / "timing_stability.json").read_text())
+    for cond in ("alone", "busy"):
+        runs = out["runs"][cond]
+        assert len(runs) == out["settings"]["rounds"]
+        for r in runs:
+            assert r["c_lo"] <= r["c"] <= r["c_hi"] and r["c"] > 0
+        for f, v in out["median"][cond].items():
+            assert v == statistics.median(r[f] for r in runs), f
+    a, b = out["median"]["alone"], out["median"]["busy"]
+    assert math.isclose(out["two_job_alone"], a["draft_job_decode_ms"] / a["target_job_decode_ms"])
+    assert math.isclose(out["two_job_cross"]["draft alone / target busy"],
+                        a["draft_job_decode_ms"] / b["target_job_decode_ms"])
+    assert "busy/alone" in proc.stdout and out["device"] in proc.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from test_timing import synthetic_timing
 
 from specalign import acceptance as acc
 from specalign import artifacts
@@ -119,7 +120,10 @@ def synthetic_artifacts(root: Path, gammas=(1, 2, 3), loop_gammas=(1, 3), n_boot
                         target_vocab=str(root / "vocab.parquet"),
                         draft_tokens=(_tokens(DRAFT, 4.0, 5.0, d / "draft.parquet"),),
                         target_tokens=(_tokens(TARGET, 20.0, 30.0, d / "target.parquet"),),
-                        rounds=tuple(_rounds(scores, g, d / f"rounds_g{g}.parquet") for g in loop_gammas)))
+                        rounds=tuple(_rounds(scores, g, d / f"rounds_g{g}.parquet") for g in loop_gammas),
+                        # the paired timing job's table: c and the measured speedup come from it alone
+                        timing=synthetic_timing(d / "timing.parquet", scores["sample_id"].unique().to_list(),
+                                                range(1, max(gammas) + 1), loop_gammas)))
     tables = acceptance_tables(runs, list(gammas), n_boot)
     csvs = {}
     for name, df in tables.items():

@@ -26,7 +26,7 @@ from workflow_helpers import copy_workflow
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 REAL_CONFIG = REPO / "config" / "real_models.yaml"
-GPU_RULES = ("generate", "score", "speculative", "distill")
+GPU_RULES = ("generate", "score", "speculative", "timing", "distill")
 DEMO_RULES = ("demo_data", "demo_tokenizers", "demo_model")
 # The command README.md "Running on the real models" gives (plus -n and the profile).
 CLI = ("--configfile", "config/real_models.yaml")
@@ -105,6 +105,7 @@ def expected_counts(cfg: dict) -> dict[str, int]:
         "speculative": n_ds * n_pairs * cfg["shards"] * sum(
             len(spec.get("greedy_gammas", [4]) if not cfg["decodings"][d].get("do_sample") else spec["gammas"])
             for d in spec["decodings"]),
+        "timing": n_ds * n_pairs * n_dec,   # the paired timing job: one per dataset x pair x decoding
         "acceptance": 1,
         "report": 1,
         "report_html": 1,
@@ -187,10 +188,10 @@ def test_dry_run_slurm_profile(workdir):
         if rule == "all":
             continue
         assert int(res["mem_mb"]) == plan.mem_mb(plans, rule, wildcards), (rule, wildcards, res)
-        if rule in ("generate", "score", "speculative", "distill"):  # a 7B model: its weights staged on the host
+        if rule in ("generate", "score", "speculative", "timing", "distill"):  # a 7B model: staged on the host
             assert int(res["mem_mb"]) > 8000 and int(res["cpus_per_task"]) >= 4, (rule, res)
             seen.add(rule)
-    assert seen == {"generate", "score", "speculative", "distill"}
+    assert seen == {"generate", "score", "speculative", "timing", "distill"}
 
 
 def test_manifest_of_a_dsec_layout_folder(workdir):

@@ -131,10 +131,15 @@ def test_the_answer_says_measured_and_predicted_with_intervals(built):
     summary = pl.read_csv(built.csvs["summary"])
     greedy = summary.filter(pl.col("decoding") == "greedy").row(0, named=True)
     assert f"measured Leviathan alpha {greedy['leviathan_alpha']:.3f}" in answer
-    assert "95% CI" in answer and "best measured speedup" in answer and "Predicted by the i.i.d. model" in answer
-    loop = pl.read_csv(built.csvs["loop"])
-    best = loop.filter(pl.col("decoding") == "greedy")["measured_speedup"].max()
-    assert f"best measured speedup {best:.2f}x" in answer
+    assert "95% CI" in answer and "Predicted by the i.i.d. model" in answer
+    # the best timed gamma's speedup, its interval and device, all from summary.csv (the timing job's)
+    timed = summary.filter((pl.col("decoding") == "greedy") & pl.col("measured_speedup").is_not_null())
+    best = timed.sort("measured_speedup", descending=True).row(0, named=True)
+    assert (f"at its best timed gamma {best['gamma']}: measured speedup {best['measured_speedup']:.2f} "
+            f"(95% CI {best['measured_speedup_lo']:.2f}–{best['measured_speedup_hi']:.2f})x on {best['device']}") in answer
+    lo, hi = best["measured_speedup_lo"], best["measured_speedup_hi"]
+    word = "pays off" if lo > 1 else "does not pay off" if hi < 1 else "cannot tell (interval straddles 1)"
+    assert f"({word})" in answer
     assert md.splitlines()[2].startswith("**Does the draft pay off?**")   # the same paragraph in Markdown
     for name, _ in PLOTS.values():
         assert f"]({name})" in md
@@ -312,3 +317,36 @@ def test_snakemake_report_builds_from_a_finished_run(tmp_path_factory, tmp_path)
     for name, _ in PLOTS.values():
         assert any(n.endswith("/" + name) for n in names), f"{name} not in report.zip: {names}"
     assert any(n.endswith("/index.html") for n in names) and any(n.endswith("report.html") for n in names)
+
+
+@pytest.mark.parametrize("speedup,lo,hi,word", [
+    (1.3, 1.1, 1.5, "pays off"), (0.8, 0.7, 0.9, "does not pay off"),
+    (1.05, 0.95, 1.2, "cannot tell (interval straddles 1)"), (1.2, 1.0, 1.4, "cannot tell (interval straddles 1)"),
+    (None, None, None, "not timed"), (1.2, None, None, "cannot tell (no interval)"),
+])
+def test_verdict_reads_the_interval_not_the_point(speedup, lo, hi, word):
+    from specalign.report import verdict
+
+    assert verdict(speedup, lo, hi) == word
+
+
+def test_payoff_table_is_every_timed_row_of_the_summary(built):
+    import polars as pl
+
+    from specalign.report import PAYOFF_COLUMNS, payoff_table
+
+    summary = pl.read_csv(built.csvs["summary"])
+    table = payoff_table(summary)
+    timed = summary.filter(pl.col("measured_speedup").is_not_null())
+    assert timed.height and table.height == timed.height
+    keys = ["dataset", "draft", "target", "decoding", "gamma"]
+    joined = table.join(timed, on=keys, suffix="_s")
+    assert joined.height == timed.height
+    for col in ("measured_speedup", "measured_speedup_lo", "measured_speedup_hi", "device", "c", "break_even_alpha"):
+        assert joined[col].equals(joined[f"{col}_s"]), col
+    assert table["deployment"].to_list() == [f"chain, gamma {g}" for g in table["gamma"]]
+    # the page and the Markdown both carry it, predicted columns marked
+    html = built.page.html
+    assert "Measured payoff per deployment" in html and "Measured payoff per deployment" in built.page.markdown
+    assert '<th class="pred">break_even_alpha (predicted)</th>' in html
+    assert [c for c in PAYOFF_COLUMNS if c in table.columns][:4] == ["dataset", "draft", "target", "decoding"]

@@ -158,3 +158,54 @@ def test_self_scoring_replays_to_full_acceptance(tiny_target, identity_map, make
     assert summary["token_acceptance_rate"].to_list() == [1.0, 1.0, 1.0, 1.0]
     assert summary["tau"].to_list() == [2.0, 3.0, 4.0, 6.0]
     assert summary["leviathan_alpha"].to_list() == [1.0] * 4
+
+
+# ---------------------------------------------------------------- argmax drafting (engines' acceptance)
+
+
+def test_argmax_acceptance_hand_worked_neither_bounds_sum_min():
+    """target_prob_of_draft_argmax = p(argmax q) is not an upper (nor a lower) bound of sum-min:
+    - row 0: p = (0.6, 0.4, 0), q = (0.4, 0.6, 0): argmax q = 1, p(1) = 0.4 < sum min = 0.4 + 0.4 = 0.8
+    - row 1: p = (0.9, 0.1, 0), q = (0.55, 0.45, 0): argmax q = 0, p(0) = 0.9 > sum min = 0.55 + 0.1 = 0.65
+    - row 2: the draft's argmax is unmapped (-1, a null proposal): 0, whatever p is."""
+    from specalign.scoring import argmax_acceptance
+
+    p = torch.tensor([[0.6, 0.4, 0.0], [0.9, 0.1, 0.0], [0.2, 0.3, 0.5]], dtype=torch.float64)
+    q = torch.tensor([[0.4, 0.6, 0.0], [0.55, 0.45, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    got = argmax_acceptance(p, torch.tensor([1, 0, -1]))
+    assert got.tolist() == pytest.approx([0.4, 0.9, 0.0])
+    summin = torch.minimum(p, q).sum(-1)
+    assert summin[:2].tolist() == pytest.approx([0.8, 0.65])
+    assert got[0] < summin[0] and got[1] > summin[1]
+
+
+def test_target_prob_of_draft_argmax_by_brute_force(tiny_target, tiny_drafts, make_prompts):
+    """Each position's p_target(draft argmax) recomputed independently, one prefix at a time with
+    both models: the target's processed distribution at y_<j, the draft's argmax at the draft's
+    own context (ragged map: a 1:n feed, an unwritable token, an unmapped draft id -> 0). Greedy:
+    the column is `match`; sampled: it differs from summin (neither is the other)."""
+    draft = tiny_drafts[0.3]
+    prompts = make_prompts(tiny_target, 6, seed=16)
+    n = tiny_target.text_vocab_size
+    greedy_streams = _streams(tiny_target, prompts, GREEDY)
+    freq = [t for t, _ in Counter(t for y in greedy_streams for t in y if t != EOS_ID).most_common(5)]
+    tm = ragged_map(n, [freq[3], freq[4], freq[0], freq[1], freq[2]])
+    d2t = tm.d2t_first()
+    seen_null = 0
+    differs = 0
+    for dec, streams in ((GREEDY, greedy_streams), (SAMPLED, _streams(tiny_target, prompts, SAMPLED))):
+        for p, y in zip(prompts, streams):
+            rows = score_sample(draft, tiny_target, p, p, y, tm, dec)
+            for j, r in enumerate(rows):
+                if dec.greedy:
+                    assert r["target_prob_of_draft_argmax"] == float(r["match"])
+                    continue
+                pj = processed_distribution(_last_logits(tiny_target, p.input_ids.tolist() + y[:j]), dec)
+                ctx = p.input_ids.tolist() + [x for t in y[:j] for x in tm.t2d(t)]
+                proposal = int(d2t[int(_last_logits(draft, ctx).argmax())])
+                want = float(pj[proposal]) if proposal >= 0 else 0.0
+                assert r["target_prob_of_draft_argmax"] == pytest.approx(want, abs=1e-5)
+                seen_null += proposal < 0
+                differs += abs(r["target_prob_of_draft_argmax"] - r["summin"]) > 1e-3
+    assert seen_null, "the streams must exercise an unmapped draft argmax"
+    assert differs, "under sampling the two acceptances must differ somewhere"

@@ -35,9 +35,9 @@ from workflow_helpers import (
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 GPU_MODEL = "demo_draft"
-GPU_RULES = {"generate", "score", "speculative"}   # rules whose resources come from `gpu_of`
+GPU_RULES = {"generate", "score", "speculative", "timing"}   # rules whose resources come from `gpu_of`
 RULES_WITH_JOBS = {"demo_data", "manifest", "demo_tokenizers", "vocab", "translation", "demo_model", "generate",
-                   "score", "speculative", "acceptance", "report", "report_html"}
+                   "score", "speculative", "timing", "acceptance", "report", "report_html"}
 SMALL = {"mem_mb": 800, "cpus_per_task": 1, "runtime": 15}
 CI_OVERRIDES = [
     "--jobs", "4",                                   # the node has 2 CPUs: SLURM queues the rest
@@ -123,7 +123,7 @@ def test_every_job_ran_under_slurm(slurm_run):
     subs = _submissions(output)
     rules = {rule for rule, _ in subs.values()}
     assert rules == RULES_WITH_JOBS, rules
-    assert len(subs) == 29  # every job but `all`, none twice (no retries, no resubmission)
+    assert len(subs) == 31  # every job but `all` (2 of them timing: 1 pair x 2 decodings), none twice (no retries, no resubmission)
     seen = {}
     for path, text in _rule_logs(wd).items():
         m = re.search(r"SLURM_JOB_ID=(\d+) SLURM_JOB_NODELIST=(\S*) CUDA_VISIBLE_DEVICES=(\S*)", text)

@@ -84,6 +84,14 @@ EDITS = {
                     ["decodings.greedy.max_new_tokens", "models.demo_target.dtype", "shards", "skip_bad_samples",
                      "speculative.greedy_samples"],
                     ["decodings.sampled.temperature", "gammas", "bootstrap", "speculative.gammas"]),
+    # the paired timing job: its settings, both models, the decoding, and every gamma it times
+    "timing": ({"dataset": "demo", "pair": "demo_draft__demo_target", "decoding": "sampled"},
+               ["timing.samples", "timing.reps", "timing.gammas", "speculative.gammas",
+                "decodings.sampled.temperature", "models.demo_draft.dtype", "models.demo_target.dtype",
+                "skip_bad_samples"],
+               # `gammas` (the replay's) must not rerun a job that loads both models
+               ["gammas", "decodings.greedy.max_new_tokens", "shards", "bootstrap", "questions",
+                "speculative.greedy_samples"]),
     "acceptance": ({}, ["gammas", "bootstrap", "speculative.gammas", "speculative.greedy_gammas",
                         "decodings.greedy.max_new_tokens", "shards"],
                    ["questions", "models.demo_draft.dtype", "skip_bad_samples", "demo_training.draft_steps"]),
@@ -94,7 +102,8 @@ EDITS = {
 NEW_VALUES = {"questions": ["Another question?"], "translation_test_texts": ["x"], "gammas": [1, 5],
               "speculative.gammas": [2], "datasets.demo.split": "train", "datasets.demo.instructions": "other.json",
               "models.demo_draft.dtype": "bfloat16", "models.demo_target.dtype": "bfloat16",
-              "models.demo_draft.gpu": True, "speculative.greedy_samples": 3, "speculative.greedy_gammas": [2]}
+              "models.demo_draft.gpu": True, "speculative.greedy_samples": 3, "speculative.greedy_gammas": [2],
+              "timing.gammas": [3]}
 
 
 def edited(cfg: dict, key: str) -> dict:
@@ -161,13 +170,13 @@ def test_the_typed_records_are_exactly_the_spec():
 def test_all_jobs_are_the_planned_jobs_of_the_real_config():
     """1 evaluated dataset (the train set, evaluate: false, is only distilled on) x 6 models / pairs:
     1 manifest, 6 vocab, 6 translation, 96 generate (6 x 2 decodings x 8 shards), 12 score, 240 speculative
-    (6 pairs x 8 shards x (4 sampled gammas + the greedy check at gamma 4)), 1 distill, acceptance, report,
-    report_html; no demo stage."""
+    (6 pairs x 8 shards x (4 sampled gammas + the greedy check at gamma 4)), 12 timing (6 pairs x 2 decodings),
+    1 distill, acceptance, report, report_html; no demo stage."""
     from collections import Counter
 
     counts = Counter(stage for stage, _ in stages.all_jobs(real_config()))
     assert counts == {"manifest": 1, "vocab": 6, "translation": 6, "generate": 96, "score": 12,
-                      "speculative": 240, "distill": 1, "acceptance": 1, "report": 1, "report_html": 1}
+                      "speculative": 240, "timing": 12, "distill": 1, "acceptance": 1, "report": 1, "report_html": 1}
 
 
 DERIVED = ("video_llava_7b_int8", "video_llava_7b_8l", "eventgpt_7b_distilled")
@@ -272,3 +281,27 @@ def test_a_dataset_only_trained_on_is_built_but_never_measured():
     jobs = [(stage, w) for stage, w in stages.all_jobs(cfg) if "extra" in w.values()]
     assert jobs == [("demo_data", {"dataset": "extra"})]
     assert {r.dataset for r in stages.runs(cfg)} == {"demo"}
+
+
+def test_draft_sampling_reaches_only_sampled_loops():
+    """speculative.draft_sampling (schema default "sample") is in the spec of a sampled decoding's
+    loop jobs (and of its paired timing job, whose loop drafts as theirs) and nowhere else: a greedy
+    draft proposes its argmax whatever the setting, so editing it must not rerun the greedy loops,
+    nor the generation or scoring jobs."""
+    cfg = demo_config()
+    assert cfg["speculative"]["draft_sampling"] == "sample"
+    argmax = copy.deepcopy(cfg)
+    argmax["speculative"]["draft_sampling"] = "argmax"
+    validate(argmax, str(SCHEMA_PATH))
+    changed = {(stage, json.dumps(w, sort_keys=True)) for stage, w in stages.all_jobs(cfg)
+               if stages.spec(cfg, stage, **w) != stages.spec(argmax, stage, **w)}
+    sampled_loops = {("speculative", json.dumps(w, sort_keys=True)) for stage, w in stages.all_jobs(cfg)
+                     if stage == "speculative" and w["decoding"] == "sampled"}
+    assert sampled_loops and sampled_loops <= changed
+    assert all(stage in ("speculative", "timing") and json.loads(w)["decoding"] == "sampled" for stage, w in changed)
+    w = json.loads(next(iter(sampled_loops))[1])
+    assert stages.spec(argmax, "speculative", **w)["draft_sampling"] == "argmax"
+    bad = copy.deepcopy(cfg)
+    bad["speculative"]["draft_sampling"] = "top1"
+    with pytest.raises(Exception, match="top1"):
+        validate(bad, str(SCHEMA_PATH))

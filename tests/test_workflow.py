@@ -86,6 +86,13 @@ def test_every_artifact_has_its_schema(demo_run):
             for k in (0, 1):
                 _check_parquet(res / f"speculative/demo/demo_draft__demo_target/{dec}/g{g}/shard{k}.parquet",
                                "rounds")
+        # the paired timing job: 2 clips (timing.samples) x every kind, one device for the whole table
+        t = _check_parquet(res / f"timing/demo/demo_draft__demo_target/{dec}.parquet", "timing")
+        assert t["sample_id"].n_unique() == 2 and t["device"].n_unique() == 1
+        assert set(t["kind"].unique()) == {"draft_prefill", "target_prefill", "draft_step", "target_step", "verify",
+                                           "loop", "target_only"}
+        assert sorted(t.filter(pl.col("kind") == "verify")["gamma"].unique()) == [1, 2, 3]
+        assert sorted(t.filter(pl.col("kind") == "loop")["gamma"].unique()) == [1, 3]
     stats = json.loads((res / "translation/demo_draft__demo_target.stats.json").read_text())
     assert stats["target_added"] == ["<image>", "<video>", "<pad>"]
     assert stats["overlap_pct"] == 100.0 and stats["draft_only"] == 0
@@ -107,6 +114,11 @@ def test_summary_invariants(demo_run):
         assert 0 <= row["leviathan_alpha"] <= 1 and 0 <= row["positional_match_rate"] <= 1
         if row["drafted"] is not None:
             assert row["accepted"] <= row["drafted"]
+        # every timing column from the run's one timing job, on one named device
+        assert row["device"] and row["c_lo"] <= row["c"] <= row["c_hi"] and row["verify_cost"] > 0
+        assert (row["measured_speedup"] is not None) == (row["gamma"] in (1, 3))   # the loop timed at 1, 3
+        if row["method"] != "iid_from_alpha":     # measured rounds: the cost model's prediction exists
+            assert row["predicted_speedup"] > 0
 
 
 def test_loop_agrees_with_replay_exactly(demo_run):
@@ -118,6 +130,39 @@ def test_loop_agrees_with_replay_exactly(demo_run):
     assert (greedy["loop_accepted"] == greedy["replay_accepted"]).all()
     report = (demo_run / "results/report.md").read_text()
     assert "positional_match_rate" in report and "Where and why" in report
+    # the measured payoff per deployment: a row per run x timed gamma (1, 3), each with its verdict
+    section = report.split("## Does the draft pay off: measured in one job")[1].split("\n#")[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| demo |")]
+    assert len(rows) == 2 * 2 and sum("chain, gamma 1" in r for r in rows) == 2, section
+    assert all(any(w in r for w in ("pays off", "does not pay off", "cannot tell")) for r in rows)
+
+
+def test_histograms_and_profiles(demo_run):
+    import yaml
+    from jsonschema import validate
+
+    acc = demo_run / "results/acceptance"
+    s = pl.read_csv(acc / "summary.csv")
+    h = pl.read_csv(acc / "histograms.csv")
+    # each replay row's histogram sums to its rounds and reproduces its accepted count
+    replay = s.filter(pl.col("method") == "greedy_replay")
+    per = (h.filter(pl.col("method") == "greedy_replay").group_by("decoding", "gamma")
+           .agg(pl.col("rounds").sum().alias("h_rounds"), (pl.col("accepted") * pl.col("rounds")).sum().alias("h_acc")))
+    j = replay.join(per, on=["decoding", "gamma"], how="left")
+    assert j.height == 3 and (j["h_rounds"] == j["rounds"]).all() and (j["h_acc"] == j["accepted"]).all()
+    # loop histograms at every gamma the loop ran, greedy and sampled
+    assert sorted(h.filter(pl.col("method") == "loop").select("decoding", "gamma").unique().rows()) == [
+        ("greedy", 1), ("greedy", 3), ("sampled", 1), ("sampled", 3)]
+    assert pl.read_csv(acc / "histogram_checks.csv")["passed"].all()
+    assert "marginal" in pl.read_csv(acc / "per_position.csv").columns
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/profile.schema.yaml").read_text())
+    files = sorted(p.name for p in (acc / "profiles").glob("*.json"))   # (snakemake adds a timestamp file)
+    assert files == ["demo__demo_draft__demo_target__greedy.json", "demo__demo_draft__demo_target__sampled.json"]
+    for name in files:
+        profile = json.loads((acc / "profiles" / name).read_text())
+        validate(profile, schema)
+        assert all(e["checks"]["passed"] for e in profile["gammas"])
+    assert [e["gamma"] for e in json.loads((acc / "profiles" / files[1]).read_text())["gammas"]] == [1, 3]
 
 
 def test_nothing_to_do_after_a_complete_run(demo_run):
@@ -149,8 +194,8 @@ def test_decoding_edit_reruns_only_that_preset(demo_run):
     cfg["decodings"]["sampled"]["temperature"] = 0.9
     write_config(demo_run, cfg)
     try:
-        # 2 models x 2 shards of generation, its scoring, its 2 loop gammas x 2 shards, then the tables
-        assert planned_jobs(demo_run) == {"generate": 4, "score": 1, "speculative": 4, "acceptance": 1,
+        # 2 models x 2 shards of generation, its scoring, its 2 loop gammas x 2 shards, its timing, the tables
+        assert planned_jobs(demo_run) == {"generate": 4, "score": 1, "speculative": 4, "timing": 1, "acceptance": 1,
                                           "report": 1, "report_html": 1, "all": 1}
     finally:
         write_config(demo_run, tiny_config())
@@ -170,12 +215,15 @@ def planned_after_editing(run: Path, module: str) -> dict[str, int]:
 def test_module_edit_reruns_the_stages_that_import_it(demo_run):
     """Imports are followed transitively (rules/common.smk `script_modules`)."""
     # translation.py (the token map, with its id-space projections) is imported by the translation
-    # rule, the score rule and the loop, and by the report (reachable ids)
+    # rule, the score rule, the loop and the timing job, and by the report (reachable ids)
     assert planned_after_editing(demo_run, "translation.py") == {"translation": 1, "score": 2, "speculative": 8,
-                                                                 "acceptance": 1, "report": 1, "report_html": 1, "all": 1}
-    # scoring.py by the score rule and, for its one-pass draft check (draft_flip), by the loop
-    assert planned_after_editing(demo_run, "scoring.py") == {"score": 2, "speculative": 8, "acceptance": 1,
-                                                             "report": 1, "report_html": 1, "all": 1}
+                                                                 "timing": 2, "acceptance": 1, "report": 1,
+                                                                 "report_html": 1, "all": 1}
+    # scoring.py by the score rule and, for its one-pass draft check (draft_flip), by the loop (and so by the
+    # timing job, which runs the loop)
+    assert planned_after_editing(demo_run, "scoring.py") == {"score": 2, "speculative": 8, "timing": 2,
+                                                             "acceptance": 1, "report": 1, "report_html": 1,
+                                                             "all": 1}
 
 
 def test_added_pair_runs_only_its_jobs(demo_run):
@@ -185,9 +233,9 @@ def test_added_pair_runs_only_its_jobs(demo_run):
     cfg["pairs"].append({"draft": "demo_target", "target": "demo_target"})
     write_config(demo_run, cfg)
     try:
-        # 1 translation, 2 decodings x 1 score, 2 decodings x 2 loop gammas x 2 shards, then the tables
-        assert planned_jobs(demo_run) == {"translation": 1, "score": 2, "speculative": 8, "acceptance": 1,
-                                          "report": 1, "report_html": 1, "all": 1}
+        # 1 translation, 2 decodings x (1 score + 2 loop gammas x 2 shards + 1 timing), then the tables
+        assert planned_jobs(demo_run) == {"translation": 1, "score": 2, "speculative": 8, "timing": 2,
+                                          "acceptance": 1, "report": 1, "report_html": 1, "all": 1}
     finally:
         write_config(demo_run, tiny_config())
 

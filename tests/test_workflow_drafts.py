@@ -47,10 +47,11 @@ def test_self_drafts_run_through_every_stage(tmp_path_factory):
     write_config(wd, cfg)
     # per new model: 1 vocab, 2 decodings x 2 shards of generation; per new pair: 1 translation,
     # 2 scores, 2 decodings x 1 loop gamma x 2 shards; one distillation, one text draft trained; no demo
-    # model of the run is retrained, and none of its loop jobs reruns
+    # model of the run is retrained, and none of its loop jobs reruns. Timing: 2 decodings per new pair, and
+    # the run's own pair's 2 (its loop is timed at speculative.gammas, edited here)
     assert planned_jobs(wd, *CLONE_TRIGGERS) == {"demo_model": 1, "distill": 1, "vocab": 4, "translation": 4,
-                                                 "generate": 16, "score": 8, "speculative": 16, "acceptance": 1,
-                                                 "report": 1, "report_html": 1, "all": 1}
+                                                 "generate": 16, "score": 8, "speculative": 16, "timing": 10,
+                                                 "acceptance": 1, "report": 1, "report_html": 1, "all": 1}
     snakemake(wd, *CLONE_TRIGGERS)
     res = wd / "results"
     for d in ("demo_target_int8", "demo_target_l1"):

@@ -23,7 +23,7 @@ from workflow_helpers import (
 
 pytestmark = pytest.mark.slow
 
-PER_DATASET = {"build_clips": 1, "manifest": 1, "generate": 8, "score": 2, "speculative": 8}
+PER_DATASET = {"build_clips": 1, "manifest": 1, "generate": 8, "score": 2, "speculative": 8, "timing": 2}
 
 
 def jobs_for(n_datasets: int) -> dict[str, int]:

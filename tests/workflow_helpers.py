@@ -37,6 +37,10 @@ TIMING_COLUMNS = frozenset({
     "c", "c_lo", "c_hi", "expected_speedup_iid", "latency_speedup",  # summary.csv: from the measured cost ratio
     "best_gamma", "best_gamma_lo", "best_gamma_hi",
     "loop_ms", "measured_speedup",
+    # the paired timing job (timing.py): its table's timings, and every summary column taken or predicted from it
+    "ms", "forward_ms", "dtype", "measured_speedup_lo", "measured_speedup_hi", "verify_cost", "verify_cost_lo",
+    "verify_cost_hi", "round_overhead_ms", "round_overhead_ms_lo", "round_overhead_ms_hi", "predicted_speedup",
+    "predicted_speedup_overlapped", "predicted_speedup_steady", "free_draft_tokens", "break_even_alpha",
 })
 
 

@@ -664,7 +664,8 @@ def cost_model(draft_prefill_ms: float, draft_decode_ms: float, target_prefill_m
     """Per gamma: c, the i.i.d. speedup, and a prefill-aware latency estimate for L = new_tokens.
 
     MEASURED columns: alpha, c (= draft_decode_ms / target_decode_ms), c_lo / c_hi (the interval
-    passed as `c_interval`, e.g. summary.cost_ratio_ci; NaN when not given). PREDICTED by the
+    passed as `c_interval`: the workflow passes the paired timing job's, timing.summarise, so every
+    time here comes from one job; NaN when not given). PREDICTED by the
     i.i.d. model from them: tokens_per_call, speedup_iid, target_only_ms, speculative_ms,
     latency_speedup, best_gamma, and best_gamma_lo = best_gamma at c_hi, best_gamma_hi =
     best_gamma at c_lo (null without an interval). best_gamma does not increase with c, so

@@ -97,6 +97,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("target_logprob", _f32),       # log p(y_j | target inputs, y_<j)
         ("summin", _f32),               # sum_x min(p_j(x), q_j(x)); greedy: 1[match]
         ("mapped_mass", _f32),          # sum of p_j over target tokens the draft can propose
+        ("target_prob_of_draft_argmax", _f32),  # p_j(draft_token), 0 unmapped: acceptance of an argmax
+                                        # draft (engines' default); mean = alpha_argmax; greedy: 1[match]
         ("is_eos", _bool),
         ("max_new_tokens", _i32),       # per sample: the length budget the stream was generated with
     ]),
@@ -104,6 +106,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "rounds": pa.schema([
         ("sample_id", _str),
         ("gamma", _i32),
+        ("draft_sampling", _str),       # how the draft proposed: "argmax" (greedy decodings, and sampled
+                                        # ones with speculative.draft_sampling argmax) or "sample" (x ~ q)
         ("round", _i32),
         ("start", _i32),                # s: target tokens emitted before this round
         ("drafted", _i32),              # d_r
@@ -120,11 +124,29 @@ SCHEMAS: dict[str, pa.Schema] = {
                                         # "draft X, target Y" when the two models are on different devices)
         ("torch_threads", _i32),        # per sample: torch CPU threads while timing
     ]),
+    # results/timing/{dataset}/{draft}__{target}/{decoding}.parquet: one row per timed pass or run of
+    # the paired timing job (timing.py): both models, one job, interleaved, so ratios never cross jobs.
+    "timing": pa.schema([
+        ("sample_id", _str),
+        ("kind", _str),                 # draft_prefill | target_prefill | draft_step | target_step | verify
+                                        # | loop | target_only (timing.KINDS)
+        ("rep", _i32),                  # repetition (timing.reps); loop / target_only alternate order by rep
+        ("position", _i32),             # steps and verify: the stream position j whose token the pass makes
+        ("context", _i32),              # steps and verify: target cache length before the pass (0 otherwise)
+        ("gamma", _i32),                # verify: proposals k (k + 1 tokens fed); loop / target_only: gamma
+        ("tokens", _i32),               # tokens fed (prefill: the prompt) or made (loop / target_only)
+        ("rounds", _i32),               # loop: its rounds (0 otherwise)
+        ("ms", _f64),                   # wall time of the pass or run
+        ("forward_ms", _f64),           # loop: its rounds' draft_ms + verify_ms (= ms otherwise)
+        ("device", _str),               # generation.device_name; "draft X, target Y" on two devices
+        ("dtype", _str),                # likewise
+        ("torch_threads", _i32),
+    ]),
 }
 
 SUMMARY_COLUMNS = [
     "dataset", "draft", "target", "decoding", "gamma", "n_samples", "rounds", "drafted", "accepted",
-    "token_acceptance_rate", "tau", "leviathan_alpha", "positional_match_rate",
+    "token_acceptance_rate", "tau", "leviathan_alpha", "alpha_argmax", "positional_match_rate",
 ]
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from .config import checkpoint_model, model_path
 from .specs import SCHEMA_PATH
-from .stages import all_jobs, loop_gammas
+from .stages import all_jobs, loop_gammas, timing_gammas
 
 GiB = 2 ** 30
 PUBLISHED = Path(__file__).resolve().parent / "published"
@@ -345,7 +345,7 @@ def plan_job(cfg: dict, stage: str, w: dict, models: dict[str, Model | None]) ->
         plan.add(m.device, f"kv cache (batch {m.batch_size} x {ctx} tokens)", m.kv(m.batch_size, ctx))
         plan.add(m.device, "prefill activations", m.forward(m.batch_size, m.prompt_tokens, 1))
         return _with_runtime(plan, [m])
-    if stage in ("score", "speculative"):
+    if stage in ("score", "speculative", "timing"):
         draft, target = (models[n] for n in w["pair"].split("__"))
         if draft is None or target is None:
             return None
@@ -353,6 +353,9 @@ def plan_job(cfg: dict, stage: str, w: dict, models: dict[str, Model | None]) ->
         # the loop's caches hold up to gamma tokens past the answer: every gamma of a decoding is
         # planned at its largest (the difference is a few MB), so its jobs share one plan
         extra = max(loop_gammas(cfg, w["decoding"]), default=0) + 1 if stage == "speculative" else 1
+        if stage == "timing":   # like the loop, at the largest gamma it times (loop or verify pass)
+            t = timing_gammas(cfg)
+            extra = max(t["loop_gammas"] + t["verify_gammas"]) + 1
         for role, m in (("draft", draft), ("target", target)):
             ctx = m.prompt_tokens + dec["max_new_tokens"] + extra
             plan.add(m.device, f"{role} {m.name} weights", m.weights())

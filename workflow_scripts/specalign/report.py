@@ -28,12 +28,54 @@ def md_table(df: pl.DataFrame, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+# Columns a model predicts (the i.i.d. model, and payoff.py's cost model on measured inputs): every
+# report shows them under a "(predicted)" header, so no table presents a prediction as a measurement.
+PREDICTED = ("iid_token_acceptance", "iid_tau", "expected_speedup_iid", "speedup_iid", "latency_speedup",
+             "best_gamma", "best_gamma_lo", "best_gamma_hi", "predicted_speedup", "predicted_speedup_overlapped",
+             "predicted_speedup_steady", "free_draft_tokens", "break_even_alpha")
+
+PAYOFF_COLUMNS = ["dataset", "draft", "target", "decoding", "deployment", "gamma", "draft_sampling", "device",
+                  "measured_speedup", "measured_speedup_lo", "measured_speedup_hi", "verdict", "c", "c_lo", "c_hi",
+                  "verify_cost", "leviathan_alpha", "alpha_argmax", "predicted_speedup",
+                  "predicted_speedup_overlapped", "break_even_alpha"]
+
+
+def verdict(speedup, lo, hi) -> str:
+    """Words for a measured speedup and its 95% interval: only an interval wholly above (below) 1 decides."""
+    if speedup is None or (isinstance(speedup, float) and math.isnan(speedup)):
+        return "not timed"
+    if lo is None or hi is None or any(isinstance(x, float) and math.isnan(x) for x in (lo, hi)):
+        return "cannot tell (no interval)"
+    if lo > 1:
+        return "pays off"
+    if hi < 1:
+        return "does not pay off"
+    return "cannot tell (interval straddles 1)"
+
+
+def payoff_table(summary: pl.DataFrame) -> pl.DataFrame:
+    """The measured payoff per run and deployment mode: one row per dataset x draft x target x decoding x
+    gamma at which the paired timing job timed the loop against plain decoding (summary.csv's
+    measured_speedup, with its interval over clips and the device it ran on), its verdict, the measured
+    acceptance it comes from, and the cost model's predictions beside it (marked predicted).
+    Deployment: a chain of gamma proposals (the tree rows join here once trees are measured)."""
+    if not summary.height or "measured_speedup" not in summary.columns:
+        return pl.DataFrame()
+    rows = summary.filter(pl.col("measured_speedup").is_not_null())
+    if not rows.height:
+        return pl.DataFrame()
+    rows = rows.with_columns(
+        pl.format("chain, gamma {}", pl.col("gamma")).alias("deployment"),
+        pl.struct("measured_speedup", "measured_speedup_lo", "measured_speedup_hi")
+        .map_elements(lambda r: verdict(r["measured_speedup"], r["measured_speedup_lo"], r["measured_speedup_hi"]),
+                      return_dtype=pl.String).alias("verdict"))
+    return rows.select([c for c in PAYOFF_COLUMNS if c in rows.columns]).sort(
+        ["dataset", "target", "decoding", "draft", "gamma"])
+
+
 def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats: dict[str, dict],
            explained: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]]) -> str:
-    # Predicted columns are shown under a "(predicted)" header so no table presents a model's
-    # prediction as a measurement.
-    predicted = ("iid_token_acceptance", "iid_tau", "expected_speedup_iid", "speedup_iid",
-                 "latency_speedup", "best_gamma", "best_gamma_lo", "best_gamma_hi")
+    predicted = PREDICTED
 
     def labelled(df: pl.DataFrame, columns: list[str], also=()) -> tuple[pl.DataFrame, list[str]]:
         names = {c: f"{c} (predicted)" for c in (*predicted, *also) if c in df.columns}
@@ -52,7 +94,23 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
     headline = summary.filter(pl.col("gamma") == summary["gamma"].min()) if summary.height else summary
     out.append(md_table(headline, ["dataset", "draft", "target", "decoding", "leviathan_alpha",
                                    "leviathan_alpha_lo", "leviathan_alpha_hi", "positional_match_rate",
-                                   "mapped_mass"]))
+                                   "mapped_mass", "alpha_argmax", "alpha_argmax_lo", "alpha_argmax_hi"]))
+    out += ["", "`alpha_argmax` is the acceptance as serving engines draft (vLLM V1, SGLang, TensorRT-LLM propose",
+            "the draft's argmax; the target accepts it with probability p_target(argmax q)): equal to alpha for",
+            "greedy decoding, beside Leviathan's sum-min alpha for sampled decodings.", ""]
+    payoff = payoff_table(summary)
+    if payoff.height:
+        pred, cols = labelled(payoff, PAYOFF_COLUMNS)
+        out += ["## Does the draft pay off: measured in one job", "",
+                "Per deployment mode, the real loop against plain target decoding on the same clips, both timed",
+                "interleaved in the run's ONE paired timing job (`measured_speedup`, 95% bootstrap interval over",
+                "the timed clips, and the `device` it ran on); `c` (draft decode step / target decode step) and",
+                "`verify_cost` (the target's pass over gamma + 1 tokens / its decode step) come from the same job.",
+                "The verdict reads the interval: `pays off` only where it lies wholly above 1. Predicted from the",
+                "measured per-position acceptance and those costs (payoff.py): `predicted_speedup` (prefills one",
+                "after the other), `predicted_speedup_overlapped` (the draft drafts while the target prefills), and",
+                "`break_even_alpha` (the i.i.d. acceptance at which the steady-state speedup is 1).", "",
+                md_table(pred, cols), ""]
     out += ["", "### Per lookahead gamma: measured", "",
             "`token_acceptance_rate` is vLLM's (accepted / drafted, every proposal): the draft always proposes",
             "gamma tokens, so proposals drafted past the end of the answer (`post_eos_drafted`) count as",
@@ -76,20 +134,25 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
                 "target's greedy output; `verify_flip_rate` counts rounds where the chunked verification's argmax",
                 "differed from step-by-step decoding (near-ties in low precision), `draft_flip_rate` rounds where",
                 "the draft's step-by-step proposals differed from its one-pass argmax: where the rounds differ",
-                "from the replay, they say which model's numerics flipped.", ""]
+                "from the replay, they say which model's numerics flipped. `measured_speedup` is the paired",
+                "timing job's (on `device`), never the loop job's time over another job's.", ""]
         out.append(md_table(loop, ["dataset", "draft", "target", "decoding", "gamma", "rounds_identical", "output_equals_target",
                                    "loop_token_acceptance_rate", "replay_token_acceptance_rate",
-                                   "verify_flip_rate", "draft_flip_rate", "measured_speedup"]))
+                                   "verify_flip_rate", "draft_flip_rate", "measured_speedup", "device"]))
     if cost.height:
         out += ["", "## Cost model", "",
-                "Measured: c = draft decode time / target decode time per token, from the generation stage, with",
-                "its 95% bootstrap interval over samples (`c_lo`, `c_hi`), and the decode times. Predicted by the",
-                "i.i.d. model from alpha and c: tokens per call, the speedups and the best gamma (`best_gamma_lo`",
-                "at `c_hi`, `best_gamma_hi` at `c_lo`). No gamma gives a speedup when alpha <= c: two models of",
-                "the same size (c ~ 1) cannot speed each other up.", ""]
-        pred, cols = labelled(cost, ["dataset", "draft", "target", "decoding", "gamma", "alpha", "c", "c_lo", "c_hi",
-                                     "tokens_per_call", "speedup_iid", "latency_speedup", "best_gamma",
-                                     "best_gamma_lo", "best_gamma_hi", "draft_decode_ms", "target_decode_ms"],
+                "Measured in the run's paired timing job (both models on one device, interleaved, same clips):",
+                "c = draft decode step / target decode step at the clips' real context, with its 95% bootstrap",
+                "interval over clips (`c_lo`, `c_hi`), the step times, `verify_cost` and the `device`. Predicted",
+                "by the i.i.d. model from alpha and c: tokens per call, the speedups and the best gamma",
+                "(`best_gamma_lo` at `c_hi`, `best_gamma_hi` at `c_lo`); by the cost model from the measured",
+                "per-position acceptance and costs: `predicted_speedup*`, `break_even_alpha`. No gamma gives a",
+                "speedup when alpha <= c: two models of the same size (c ~ 1) cannot speed each other up.", ""]
+        pred, cols = labelled(cost, ["dataset", "draft", "target", "decoding", "gamma", "device", "alpha", "c", "c_lo",
+                                     "c_hi", "verify_cost", "tokens_per_call", "speedup_iid", "latency_speedup",
+                                     "best_gamma", "best_gamma_lo", "best_gamma_hi", "predicted_speedup",
+                                     "predicted_speedup_overlapped", "break_even_alpha", "draft_step_ms",
+                                     "target_step_ms"],
                               also=("tokens_per_call",))  # cost_model.csv's is the i.i.d. E[tokens per call]
         out.append(md_table(pred, cols))
     ranking = draft_ranking(summary, loop)
@@ -98,8 +161,9 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
                 "Every draft of a target, ranked by the best predicted speedup over the replayed gammas",
                 "(`best_predicted_speedup`, at `best_predicted_gamma`: the i.i.d. model from the measured alpha",
                 "and c) beside the best speedup the real loop measured (`best_measured_speedup`, at",
-                "`best_measured_gamma`; empty where no loop ran). A draft pays off where the measured speedup",
-                "exceeds 1; the measured one includes Python overhead per call that the prediction leaves out.", ""]
+                "`best_measured_gamma`; empty where the timing job did not time the loop). A draft pays off where",
+                "the measured speedup exceeds 1; it includes the loop's per-call overhead that the i.i.d.",
+                "prediction leaves out.", ""]
         pred, cols = labelled(ranking, ["dataset", "target", "decoding", "rank", "draft", "leviathan_alpha",
                                         "leviathan_alpha_lo", "leviathan_alpha_hi", "c", "c_lo", "c_hi",
                                         "best_predicted_gamma", "best_predicted_speedup", "best_measured_gamma",

@@ -8,7 +8,8 @@ PNGs are also written as separate files beside it (results/report/*.png, the rep
 with report.py's table helpers, like results/report.md).
 
 What is measured and what is predicted is kept apart everywhere: a predicted figure (the i.i.d.
-model's iid_*, expected_speedup_iid, latency_speedup, best_gamma*) is drawn dashed or hatched and
+model's iid_*, expected_speedup_iid, latency_speedup, best_gamma*; the cost model's predicted_speedup*,
+break_even_alpha) is drawn dashed or hatched and
 labelled "(predicted)", in plots and in tables; a measured column is never filled by a prediction.
 
 Sections (all runs of the job spec: dataset x draft x target x decoding):
@@ -37,7 +38,8 @@ import polars as pl
 
 from . import acceptance as acc
 from .divergence import TOKEN_CLASSES, Divergence, analyse_run
-from .report import draft_ranking, md_table, read_csv
+from .report import PAYOFF_COLUMNS, draft_ranking, md_table, payoff_table, read_csv
+from .report import PREDICTED as MODEL_PREDICTED
 from .specs import Run
 
 # plot key -> (file name under results/report/, title)
@@ -51,8 +53,7 @@ PLOTS: dict[str, tuple[str, str]] = {
     "attributes": ("sample_attributes.png", "Acceptance against sample attributes"),
 }
 
-PREDICTED = ("iid_token_acceptance", "iid_tau", "expected_speedup_iid", "speedup_iid", "latency_speedup",
-             "best_gamma", "best_gamma_lo", "best_gamma_hi", "best_predicted_gamma", "best_predicted_speedup")
+PREDICTED = (*MODEL_PREDICTED, "best_predicted_gamma", "best_predicted_speedup")
 
 GAMMA_GRID = 8           # the speedup grid's gammas: 1..max(8, largest configured)
 C_GRID = np.linspace(0.02, 1.25, 60)   # widened per run to reach past the measured c_hi
@@ -456,12 +457,13 @@ def plot_attributes(analyses: Sequence[Divergence], label) -> bytes:
 # ------------------------------------------------------------------------------------ the answer
 def answer(runs: Sequence[Run], summary: pl.DataFrame, loop: pl.DataFrame, label) -> str:
     """The paragraph at the top (Markdown emphasis only): does the draft pay off, by how much, with
-    what interval. Measured: alpha, c, tau and the loop's speedup; predicted (labelled): the
-    i.i.d. speedup and best gamma."""
+    what interval. Measured: alpha, c, tau and the loop's speedup (the paired timing job's, with its
+    interval over clips and device); predicted (labelled): the i.i.d. speedup and best gamma."""
     ranking = draft_ranking(summary, loop) if summary.height else pl.DataFrame()
     if not ranking.height:
         return "**Does the draft pay off?** No acceptance rows were measured, so this report cannot say."
-    sentences, pays = [], 0
+    payoff = payoff_table(summary)
+    sentences, pays, timed = [], 0, 0
     for run in runs:
         rk = _rows(ranking, run.keys)
         s = _rows(summary, run.keys)
@@ -470,33 +472,30 @@ def answer(runs: Sequence[Run], summary: pl.DataFrame, loop: pl.DataFrame, label
         r = rk.row(0, named=True)
         alpha = _ci(r.get("leviathan_alpha"), r.get("leviathan_alpha_lo"), r.get("leviathan_alpha_hi"))
         c = _ci(r.get("c"), r.get("c_lo"), r.get("c_hi"), 2)
-        best_m, g_m = r.get("best_measured_speedup"), r.get("best_measured_gamma")
         pred, g_p = r.get("best_predicted_speedup"), r.get("best_predicted_gamma")
         bg = s.row(0, named=True)
         text = f"**{label(run)}**: measured Leviathan alpha {alpha}, cost ratio c {c}"
-        if best_m is not None and not (isinstance(best_m, float) and math.isnan(best_m)):
-            at = s.filter(pl.col("gamma") == g_m)
+        mine = _rows(payoff, run.keys) if payoff.height else payoff
+        if mine.height:
+            best = mine.sort("measured_speedup", descending=True).row(0, named=True)
+            timed += 1
+            pays += best["verdict"] == "pays off"
+            at = s.filter(pl.col("gamma") == best["gamma"])
             tau = _ci(*(at[k][0] for k in ("tau", "tau_lo", "tau_hi"))) if at.height else "—"
-            verdict = "pays off" if best_m > 1 else "does not pay off"
-            pays += best_m > 1
-            text += (f"; the real draft-verify loop {verdict}: best measured speedup {best_m:.2f}x at gamma {g_m} "
-                     f"(one timing over all samples, no interval), tau there {tau}")
+            text += (f"; the real draft-verify loop at its best timed gamma {best['gamma']}: measured speedup "
+                     f"{_ci(best['measured_speedup'], best['measured_speedup_lo'], best['measured_speedup_hi'], 2)}x "
+                     f"on {best.get('device') or 'an unrecorded device'} ({best['verdict']}), tau there {tau}")
         else:
-            text += "; no real loop ran, so no speedup was measured"
+            text += "; the loop was not timed, so no speedup was measured"
         if pred is not None:
             text += (f". Predicted by the i.i.d. model: at most {pred:.2f}x (at gamma {g_p}); "
                      f"best_gamma {bg.get('best_gamma', '—')} (predicted; {bg.get('best_gamma_lo', '—')}–"
                      f"{bg.get('best_gamma_hi', '—')} over c's interval, 0 = no gamma helps)")
-        if best_m is not None and pred is not None and not (isinstance(best_m, float) and math.isnan(best_m)) \
-                and (best_m > 1) != (pred > 1):
-            text += (". Measurement and prediction fall on opposite sides of 1 here: one loop timing is no "
-                     "interval, so rerun before trusting either")
         sentences.append(text + ".")
-    measured = sum(1 for run in runs if _rows(loop, run.keys).height) if loop.height else 0
-    head = (f"**Does the draft pay off?** In {pays} of {measured} measured draft × decoding runs the real loop "
-            f"was faster than target-only decoding. ")
-    tail = (" Measured and predicted speedups can disagree: the measured one includes per-call overhead that "
-            "the prediction leaves out, and timings on a shared machine vary between runs (acceptance does not).")
+    head = (f"**Does the draft pay off?** In {pays} of {timed} timed draft × decoding runs the real loop was "
+            f"faster than target-only decoding with its whole 95% interval above 1. ")
+    tail = (" Every speedup and c here was timed in one job per run, both models on one device, interleaved "
+            "on the same clips; the measured speedup includes per-call overhead the i.i.d. prediction leaves out.")
     return head + " ".join(sentences) + tail
 
 
@@ -648,7 +647,9 @@ def render_html(runs: Sequence[Run], summary: pl.DataFrame, per_position: pl.Dat
             html_table(ranking, ["dataset", "target", "decoding", "rank", "draft", "leviathan_alpha",
                                  "leviathan_alpha_lo", "leviathan_alpha_hi", "c", "c_lo", "c_hi",
                                  "best_predicted_gamma", "best_predicted_speedup", "best_measured_gamma",
-                                 "best_measured_speedup"])]
+                                 "best_measured_speedup"]),
+            "<h3>Measured payoff per deployment (the paired timing job: one device, one job)</h3>",
+            html_table(payoff_table(summary), PAYOFF_COLUMNS)]
     out += ["<h2>Acceptance against gamma</h2>", fig["gamma"],
             html_table(summary, ["dataset", "draft", "target", "decoding", "gamma", "method", "leviathan_alpha",
                                  "leviathan_alpha_lo", "leviathan_alpha_hi", "token_acceptance_rate",
@@ -664,7 +665,7 @@ def render_html(runs: Sequence[Run], summary: pl.DataFrame, per_position: pl.Dat
             "<h3>The real loop against the replay (measured)</h3>",
             html_table(loop, ["dataset", "draft", "target", "decoding", "gamma", "rounds_identical",
                               "output_equals_target", "loop_token_acceptance_rate", "replay_token_acceptance_rate",
-                              "verify_flip_rate", "loop_ms", "target_only_ms", "measured_speedup"])]
+                              "verify_flip_rate", "measured_speedup", "device"])]
     out += ["<h2>Conditional acceptance per position</h2>", fig["per_position"]]
     out += ["<h2>Why the seed's number was wrong: first divergence vs teacher-forced acceptance</h2>",
             fig["divergence"]]
@@ -720,6 +721,11 @@ def render_markdown(runs: Sequence[Run], summary: pl.DataFrame, loop: pl.DataFra
                                       "best_predicted_gamma", "best_predicted_speedup", "best_measured_gamma",
                                       "best_measured_speedup"])
         out.append(md_table(df, cols))
+    payoff = payoff_table(summary)
+    if payoff.height:
+        df, cols = labelled(payoff, PAYOFF_COLUMNS)
+        out += ["", "### Measured payoff per deployment (the paired timing job: one device, one job)", "",
+                md_table(df, cols)]
     out += ["", "## Plots", ""]
     out += [f"- ![{title}]({name})" for name, title in PLOTS.values()]
     for d in analyses:

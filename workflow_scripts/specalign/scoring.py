@@ -30,6 +30,13 @@ Per position j (in TARGET ids):
   0 / -inf). draft_logprob is -inf where y_j is unreachable from the draft.
 - `mapped_mass` = p_j mass on target ids the draft can propose (the set of
   d2t_first values); greedy: 1[y_j reachable]. Upper bound of summin, row by row.
+- `target_prob_of_draft_argmax` = p_j(draft_token) with p_j the target's processed
+  distribution, 0 when draft_token is unmapped: the probability that an engine drafting the
+  draft's argmax (vLLM V1, SGLang, TensorRT-LLM; `speculative.draft_sampling: argmax`)
+  has its proposal accepted at this prefix. Its mean over the stream is `alpha_argmax`,
+  beside Leviathan's alpha (the mean of summin). Neither bounds the other in general: a
+  confident draft whose argmax is the target's mode beats sum-min, a draft close to p
+  in distribution with a different mode loses to it. Greedy: `match`, exactly (as summin).
 """
 from __future__ import annotations
 
@@ -66,6 +73,14 @@ def teacher_forced_draft(draft: Backend, draft_prompt: PromptInputs, target_stre
     d_ids = torch.cat([d_prompt, torch.tensor(fed, dtype=torch.long)])[None]
     d_logits = draft.forward(d_ids, model_inputs=draft_prompt.model_inputs or None, logits_to_keep=len(fed) + 1)[0]
     return d_logits[torch.tensor(read, device=d_logits.device)]
+
+
+def argmax_acceptance(p: torch.Tensor, draft_token: torch.Tensor) -> torch.Tensor:
+    """p[j, draft_token[j]] per row of the target's distributions p [n, Vt]; 0 where draft_token[j]
+    is -1 (unmapped: a null proposal, always rejected). The acceptance probability of a proposal
+    drafted as the draft's argmax (a one-hot q: min(1, p(x) / 1))."""
+    mapped = draft_token >= 0
+    return p.gather(-1, draft_token.clamp(min=0)[:, None])[:, 0] * mapped.to(p.dtype)
 
 
 @torch.no_grad()
@@ -108,13 +123,16 @@ def score_sample(draft: Backend, target: Backend, draft_prompt: PromptInputs, ta
         summin = torch.minimum(p, q_t).sum(-1)
         mapped = (p * token_map.reachable_mask(vt)).sum(-1)
     draft_lp = torch.log(q_t.gather(-1, y_t[:, None])[:, 0])
+    # greedy: from the stream token, like summin (a near-tie flip cannot make it disagree with match)
+    argmax_prob = match.double() if decoding.greedy else argmax_acceptance(p, draft_token)
 
     sid = target_prompt.sample_id
     eos = target.eos_token_id
     return [dict(sample_id=sid, position=j, target_token=y[j], draft_token=int(draft_token[j]),
                  draft_argmax_id=int(argmax[j]), match=bool(match[j]), draft_logprob=float(draft_lp[j]),
                  target_logprob=float(target_lp[j]), summin=float(summin[j]), mapped_mass=float(mapped[j]),
-                 is_eos=y[j] == eos, max_new_tokens=max_new_tokens) for j in range(n)]
+                 target_prob_of_draft_argmax=float(argmax_prob[j]), is_eos=y[j] == eos,
+                 max_new_tokens=max_new_tokens) for j in range(n)]
 
 
 def score_table(draft: Backend, target: Backend, items: Iterable[tuple[PromptInputs, PromptInputs, Sequence[int]]],

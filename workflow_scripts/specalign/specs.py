@@ -126,6 +126,7 @@ class Run:
     draft_tokens: tuple[str, ...] = field(default_factory=tuple)
     target_tokens: tuple[str, ...] = field(default_factory=tuple)
     rounds: tuple[str, ...] = field(default_factory=tuple)
+    timing: str | None = None  # the paired timing job's table (timing.py): every cost ratio of the run
 
     def __post_init__(self):
         if isinstance(self.decoding, dict):  # as it comes back from a job spec (JSON)

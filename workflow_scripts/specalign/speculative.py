@@ -8,9 +8,12 @@ tokens:
    `acceptance.replay_rounds`.
 2. The draft proposes exactly g tokens from its cache; it never stops at its own EOS,
    so the drafted count depends only on s. Greedy: argmax over the draft's logits, then
-   d2t_first (= argmax of q_T's support). Sampling: a draft id x ~ q (the processed
-   draft distribution, draft ids), proposed as d2t_first[x]; this is exactly a draw from
-   q_T (the push-forward) plus a "null" proposal with the mass of unmapped draft ids.
+   d2t_first (= argmax of q_T's support). Sampling, `draft_sampling="sample"`: a draft id
+   x ~ q (the processed draft distribution, draft ids), proposed as d2t_first[x]; this is
+   exactly a draw from q_T (the push-forward) plus a "null" proposal with the mass of
+   unmapped draft ids. Sampling, `draft_sampling="argmax"` (what vLLM V1, SGLang and
+   TensorRT-LLM do by default): the draft's argmax, proposed as d2t_first[argmax]; the
+   proposal distribution is then one-hot at that token (at the null proposal when unmapped).
    After proposing target token y' the draft is fed t2d(y') (the SAME inverse-map rule
    the teacher-forced scoring pass uses), never its own id blindly, so its context is
    always `draft_prompt + t2d(target tokens)`. A null proposal (unmapped draft id) ends
@@ -22,7 +25,10 @@ tokens:
    emitted token.
    Greedy: accept the longest prefix where the proposal equals the target's argmax.
    Sampling: accept y' with probability min(1, p(y')/q_T(y')); on rejection emit a draw
-   from norm(max(0, p - q_T)) (a null proposal is always rejected: same residual).
+   from norm(max(0, p - q_T)) (a null proposal is always rejected: same residual). With
+   argmax drafting q_T is one-hot, and the SAME rule reads: accept y' with probability
+   p(y'), on rejection draw from p with y' removed and renormalised (vLLM's rule); both are
+   lossless (the output is distributed as the target's sampling: tests/test_speculative.py).
    If all g are accepted, emit the bonus token (argmax / draw from p at the last
    position). An accepted EOS ends the stream with no bonus; so does an emitted EOS or
    reaching max_new_tokens.
@@ -44,7 +50,10 @@ verification emitted there. fp32 on a CPU shows none; bf16 on a GPU may.
 ONE pass (scoring's pass), its argmax at each position compared with the proposals the loop's
 draft made step by step from the same prefix (proposals 0..a of each round). So when a GPU run
 shows `rounds_identical = false` against the replay, the two flags say which model's numerics
-flipped (the replay's matches come from one-pass passes of both).
+flipped (the replay's matches come from one-pass passes of both). A sampled decoding with
+argmax drafting gets `draft_flip` too (its proposals are the draft's argmax, so scoring's
+`target_prob_of_draft_argmax` is their acceptance only where they agree); `verify_flip` stays
+False there (a sampled output has no target argmax to compare).
 
 The target-only baseline of the workflow's loop jobs is the target's own generation-stage
 stream (`stream_time_ms`): decoding every sample again per gamma would double the target time.
@@ -65,6 +74,17 @@ import torch
 from .backends.base import Backend, PromptInputs
 from .generation import _sync, device_name, generate, processed_distribution, sample_from, sample_generator
 from .specs import Decoding
+
+# How the draft proposes under a sampled decoding (speculative.draft_sampling); greedy always drafts argmax.
+DRAFT_SAMPLINGS = ("sample", "argmax")
+
+
+def effective_draft_sampling(decoding: Decoding, draft_sampling: str = "sample") -> str:
+    """What the loop really does: "argmax" for a greedy decoding (its draft is argmax already,
+    whatever the setting), else the setting, checked."""
+    if draft_sampling not in DRAFT_SAMPLINGS:
+        raise ValueError(f"draft_sampling must be one of {', '.join(DRAFT_SAMPLINGS)}, got {draft_sampling!r}")
+    return "argmax" if decoding.greedy else draft_sampling
 
 
 def _crop_target_cache(cache, n_remove: int) -> None:
@@ -92,13 +112,15 @@ def _check_croppable(cache, who: str) -> None:
 @torch.no_grad()
 def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInputs, target_prompt: PromptInputs,
                        token_map, gamma: int, decoding: Decoding, max_new_tokens: int | None = None,
-                       generator: torch.Generator | None = None, check_flips: bool = True):
+                       generator: torch.Generator | None = None, check_flips: bool = True,
+                       draft_sampling: str = "sample"):
     """Run the loop for one sample. Returns (output target ids, rounds).
 
-    Each round is a dict with the "rounds" schema's per-round fields: round, start,
+    Each round is a dict with the "rounds" schema's per-round fields: round, start, draft_sampling,
     drafted, accepted, emitted, tokens, draft_ms, verify_ms, verify_flip (add sample_id,
     gamma and target_only_ms with `rounds_rows`). Sampling uses `generator`, or one seeded
-    from (decoding.seed, sample_id) when None.
+    from (decoding.seed, sample_id) when None. `draft_sampling`: "sample" (x ~ q) or "argmax"
+    (the module doc); a greedy decoding ignores it.
     """
     if isinstance(gamma, bool) or int(gamma) != gamma or gamma < 1:
         raise ValueError(f"gamma must be an integer >= 1, got {gamma!r}")
@@ -107,6 +129,7 @@ def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInpu
     if max_new < 1:
         raise ValueError("max_new_tokens must be >= 1")
     greedy = decoding.greedy
+    drafting = effective_draft_sampling(decoding, draft_sampling)
     if not greedy and generator is None:
         generator = sample_generator(decoding, target_prompt.sample_id)
     vt, vd = target.text_vocab_size, draft.text_vocab_size
@@ -148,8 +171,10 @@ def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInpu
                 d_inputs, dpending = None, []
             len_at.append(dcache.get_seq_length())
             logits_at.append(dlogits)
-            if greedy:
-                x = int(dlogits.argmax())
+            if drafting == "argmax":
+                x = int(dlogits.argmax())  # on the device, as scoring's argmax (ties must agree)
+                if not greedy:
+                    q_at.append(_one_hot(d2t_list[x], vt))
             else:
                 qd = processed_distribution(dlogits.double().cpu(), decoding)
                 q_at.append(token_map.push_forward(qd, d2t, vt))
@@ -211,8 +236,8 @@ def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInpu
 
         if not ended and emitted[-1] == eos:
             ended = True
-        rounds.append(dict(round=len(rounds), start=s, drafted=g, accepted=a, emitted=len(emitted),
-                           tokens=list(emitted), draft_ms=draft_ms, verify_ms=verify_ms, verify_flip=False,
+        rounds.append(dict(round=len(rounds), start=s, draft_sampling=drafting, drafted=g, accepted=a,
+                           emitted=len(emitted), tokens=list(emitted), draft_ms=draft_ms, verify_ms=verify_ms, verify_flip=False,
                            draft_flip=False))
         proposed.append(props[:made])
         out.extend(emitted)
@@ -237,15 +262,26 @@ def speculative_decode(draft: Backend, target: Backend, draft_prompt: PromptInpu
                 dpending = _t2d(token_map, props[made - 1])
         dpending = dpending + _t2d(token_map, emitted[-1])
 
-    if greedy and check_flips and out:
-        flips = step_by_step_flips(target, target_prompt, out)
+    if drafting == "argmax" and check_flips and out:
+        # the target's side needs an argmax output (greedy); the draft's side any argmax drafting
+        flips = step_by_step_flips(target, target_prompt, out) if greedy else None
         one_pass = draft_one_pass_proposals(draft, draft_prompt, out, token_map, d2t)
         for r, props in zip(rounds, proposed):
-            r["verify_flip"] = any(flips[r["start"]: r["start"] + r["emitted"]])
+            if flips is not None:
+                r["verify_flip"] = any(flips[r["start"]: r["start"] + r["emitted"]])
             # proposals 0..a were made from the output's own prefix (later ones from a rejected one)
             r["draft_flip"] = any(props[i] != one_pass[r["start"] + i]
                                   for i in range(min(len(props), r["accepted"] + 1)) if r["start"] + i < len(out))
     return out, rounds
+
+
+def _one_hot(target_id: int, vt: int) -> torch.Tensor:
+    """The proposal distribution of an argmax draft in target ids (float64): one-hot at the proposed
+    token, all zeros for a null proposal (its mass sits on "no target token")."""
+    q = torch.zeros(vt, dtype=torch.float64)
+    if target_id >= 0:
+        q[target_id] = 1.0
+    return q
 
 
 def draft_one_pass_proposals(draft: Backend, draft_prompt: PromptInputs, output: Sequence[int], token_map,
@@ -316,25 +352,27 @@ def rounds_rows(sample_id: str, gamma: int, rounds: Sequence[dict], target_only:
 
 
 def warm_up_loop(draft: Backend, target: Backend, draft_prompt: PromptInputs, target_prompt: PromptInputs,
-                 token_map, gamma: int, decoding: Decoding) -> None:
+                 token_map, gamma: int, decoding: Decoding, draft_sampling: str = "sample") -> None:
     """The loop on one pair for two tokens, discarded: both models' prefill, a draft proposal, a
     verification and a rollback run once through the timed code before any timing is kept.
     Sampling is unaffected: each `speculative_decode` call seeds its own generator."""
     short = dataclasses.replace(decoding, max_new_tokens=min(2, decoding.max_new_tokens))
-    speculative_decode(draft, target, draft_prompt, target_prompt, token_map, gamma, short, check_flips=False)
+    speculative_decode(draft, target, draft_prompt, target_prompt, token_map, gamma, short, check_flips=False,
+                       draft_sampling=draft_sampling)
 
 
 def speculative_sample(draft: Backend, target: Backend, draft_prompt: PromptInputs, target_prompt: PromptInputs,
                        token_map, gamma: int, decoding: Decoding, max_new_tokens: int | None = None,
                        check_flips: bool = True, measure_target_only: bool = True,
-                       target_stream: tuple[float, Sequence[float]] | None = None) -> list[dict]:
+                       target_stream: tuple[float, Sequence[float]] | None = None,
+                       draft_sampling: str = "sample") -> list[dict]:
     """One sample end to end: the loop, then the target-only time of its output; "rounds" rows.
 
     The target-only time comes from `target_stream` (prefill_ms, decode_ms of the target's own
     generated stream, `stream_time_ms`) when given, else it is measured here by decoding again
     (`measure_target_only`), else NaN."""
     out, rounds = speculative_decode(draft, target, draft_prompt, target_prompt, token_map, gamma, decoding,
-                                     max_new_tokens, check_flips=check_flips)
+                                     max_new_tokens, check_flips=check_flips, draft_sampling=draft_sampling)
     if target_stream is not None:
         base = stream_time_ms(target_stream[0], target_stream[1], len(out))
     else:
@@ -352,18 +390,22 @@ def rounds_table(rows: Sequence[dict]):
 def run_speculative(draft: Backend, target: Backend, pairs: Sequence[tuple[PromptInputs, PromptInputs]], token_map,
                     gamma: int, decoding: Decoding, max_new_tokens: int | None = None, check_flips: bool = True,
                     measure_target_only: bool = True, progress: Callable[[int, int], None] | None = None,
-                    target_streams: dict[str, tuple[float, Sequence[float]]] | None = None, warmup: bool = True):
+                    target_streams: dict[str, tuple[float, Sequence[float]]] | None = None, warmup: bool = True,
+                    draft_sampling: str = "sample"):
     """The "rounds" artifact for (draft_prompt, target_prompt) pairs (no error handling: a rule
     that skips bad samples calls `speculative_sample` per sample itself). `target_streams`:
     sample_id -> (prefill_ms, decode_ms) of the target's generated stream, the target-only
-    baseline (see `speculative_sample`). `warmup`: first run `warm_up_loop` on the first pair."""
+    baseline (see `speculative_sample`). `warmup`: first run `warm_up_loop` on the first pair.
+    `draft_sampling`: how a sampled decoding's draft proposes ("sample" | "argmax")."""
+    effective_draft_sampling(decoding, draft_sampling)  # a bad setting fails before any model runs
     if warmup and pairs:
-        warm_up_loop(draft, target, *pairs[0], token_map, gamma, decoding)
+        warm_up_loop(draft, target, *pairs[0], token_map, gamma, decoding, draft_sampling)
     rows: list[dict] = []
     for i, (dp, tp) in enumerate(pairs, 1):
         stream = target_streams.get(tp.sample_id) if target_streams is not None else None
         rows.extend(speculative_sample(draft, target, dp, tp, token_map, gamma, decoding, max_new_tokens,
-                                       check_flips, measure_target_only, target_stream=stream))
+                                       check_flips, measure_target_only, target_stream=stream,
+                                       draft_sampling=draft_sampling))
         if progress is not None:
             progress(i, len(pairs))
     return rounds_table(rows)

@@ -35,6 +35,7 @@ WILDCARDS: dict[str, tuple[str, ...]] = {
     "generate": ("dataset", "model", "decoding", "shard"),
     "score": ("dataset", "pair", "decoding"),
     "speculative": ("dataset", "pair", "decoding", "gamma", "shard"),
+    "timing": ("dataset", "pair", "decoding"),
     "acceptance": (),
     "report": (),
     "report_html": (),
@@ -86,6 +87,21 @@ def round_files(cfg: dict, dataset: str, pair: str, decoding: str) -> list[str]:
             for g in loop_gammas(cfg, decoding) for k in range(cfg["shards"])]
 
 
+def timing_gammas(cfg: dict) -> dict[str, list[int]]:
+    """The timing job's gammas: the loop A/B at timing.gammas (null: speculative.gammas); verify
+    passes (one forward each, cheap beside a loop) at every k = 1..the largest gamma the loop runs or
+    is timed at, so the tables' gammas up to it all get a measured verify cost. Not from `gammas`:
+    editing the replay's gammas reruns only the tables, never a job that loads models."""
+    spec_cfg = cfg["speculative"]
+    loop = sorted(set(cfg["timing"]["gammas"] or spec_cfg["gammas"]))
+    top = max([*loop, *spec_cfg["gammas"], *spec_cfg["greedy_gammas"]])
+    return {"loop_gammas": loop, "verify_gammas": list(range(1, top + 1))}
+
+
+def timing_file(dataset: str, pair: str, decoding: str) -> str:
+    return f"results/timing/{dataset}/{pair}/{decoding}.parquet"
+
+
 def evaluated(cfg: dict) -> list[str]:
     """The datasets measured (all but those with `evaluate: false`, which only a distillation reads)."""
     return sorted(d for d, ds in cfg["datasets"].items() if ds.get("evaluate", True))
@@ -106,6 +122,7 @@ def runs(cfg: dict) -> list[Run]:
                     draft_tokens=shard_files(cfg, d, draft, dec),
                     target_tokens=shard_files(cfg, d, target, dec),
                     rounds=round_files(cfg, d, p, dec),
+                    timing=timing_file(d, p, dec),
                 ))
     return out
 
@@ -203,6 +220,17 @@ def spec(cfg: dict, stage: str, **w: Any) -> dict:
             limit = cfg["speculative"]["greedy_samples"]
             if limit is not None and not cfg["decodings"][w["decoding"]]["do_sample"]:
                 out["max_samples"] = -(-limit // cfg["shards"])  # the greedy check's share of this shard
+            if cfg["decodings"][w["decoding"]]["do_sample"]:
+                # a greedy draft proposes its argmax whatever the setting: it must not rerun greedy loops
+                out["draft_sampling"] = cfg["speculative"]["draft_sampling"]
+    elif stage == "timing":
+        draft, target = pair_models(w["pair"])
+        t = cfg["timing"]
+        out = {**_samples(cfg, w["dataset"]), "draft": _model(cfg, draft), "target": _model(cfg, target),
+               "decoding": decoding(cfg, w["decoding"]), "clips": t["samples"], "reps": t["reps"],
+               **timing_gammas(cfg)}
+        if cfg["decodings"][w["decoding"]]["do_sample"]:   # the loop drafts as the loop jobs do
+            out["draft_sampling"] = cfg["speculative"]["draft_sampling"]
     elif stage == "acceptance":
         out = {"runs": [asdict(r) for r in runs(cfg)], "gammas": list(cfg["gammas"]), "bootstrap": cfg["bootstrap"],
                "comparisons": comparisons(cfg)}
@@ -252,6 +280,7 @@ def all_jobs(cfg: dict) -> Iterator[tuple[str, dict]]:
                 for g in loop_gammas(cfg, dec):
                     for k in shards:
                         yield "speculative", {"dataset": d, "pair": p, "decoding": dec, "gamma": g, "shard": k}
+                yield "timing", {"dataset": d, "pair": p, "decoding": dec}
     yield "acceptance", {}
     yield "report", {}
     yield "report_html", {}

@@ -8,11 +8,18 @@ number goes in which row and column.
 Measured and predicted numbers have separate columns, and a measured column never holds a
 prediction (null where nothing was measured):
 - MEASURED: n_samples, rounds, drafted, accepted, token_acceptance_rate(_in_answer),
-  post_eos_drafted, tau, tokens_per_call, leviathan_alpha, mapped_mass, positional_match_rate,
-  c (draft / target decode ms per token) with c_lo / c_hi, loop_* and their *_lo / *_hi.
+  post_eos_drafted, tau, tokens_per_call, leviathan_alpha, alpha_argmax (acceptance of an argmax
+  draft, argmax_drafting.py), mapped_mass, positional_match_rate,
+  loop_* and their *_lo / *_hi; from the run's ONE paired timing job (timing.py, never a timing of
+  one job over another's): device, c (draft / target decode step) with c_lo / c_hi, verify_cost,
+  round_overhead_ms, measured_speedup (the loop against plain decoding, same clips), each with
+  its interval over clips.
 - PREDICTED by the i.i.d. model (from leviathan_alpha, and c for speed): iid_token_acceptance,
   iid_tau, expected_speedup_iid, latency_speedup, best_gamma, best_gamma_lo, best_gamma_hi.
   They are on every row, beside the measurement where one exists.
+- PREDICTED by the cost model (payoff.py) from the measured per-position acceptance and the timing
+  job's costs: predicted_speedup (prefills sequential), predicted_speedup_overlapped,
+  predicted_speedup_steady, free_draft_tokens, break_even_alpha (i.i.d. alpha at speedup 1).
 """
 from __future__ import annotations
 
@@ -21,49 +28,15 @@ import math
 import polars as pl
 
 from . import acceptance as acc
+from . import histograms, payoff, timing
+from .argmax_drafting import alpha_argmax, loop_draft_samplings
 from .artifacts import SUMMARY_COLUMNS, read_streams
 from .specs import Run
 
-
-def decode_per_sample(token_files: list[str]) -> pl.DataFrame:
-    """Per sample (sorted): `decode_ms` summed over its decode steps and `decode_steps`, their number.
-
-    A decode step is a token after the first (position > 0; position 0 comes from the prefill).
-    Summed per sample so that both the pooled mean and its bootstrap over samples come from them.
-    """
-    df = pl.read_parquet(list(token_files), columns=["sample_id", "position", "decode_ms"])
-    step = pl.col("position") > 0
-    return (df.group_by("sample_id")
-            .agg(pl.col("decode_ms").cast(pl.Float64).filter(step).sum().alias("decode_ms"),
-                 step.sum().cast(pl.Int64).alias("decode_steps"))
-            .sort("sample_id"))
-
-
-def timings(token_files: list[str]) -> tuple[float, float]:
-    """(mean prefill ms per sample, mean decode ms per token after the first, pooled over samples)."""
-    df = pl.read_parquet(list(token_files), columns=["sample_id", "prefill_ms"])
-    prefill = df.group_by("sample_id").agg(pl.col("prefill_ms").first())["prefill_ms"].mean()
-    per = decode_per_sample(token_files)
-    steps = int(per["decode_steps"].sum())
-    decode = float(per["decode_ms"].sum()) / steps if steps else math.nan
-    return float(prefill or math.nan), decode
-
-
-def cost_ratio_ci(draft_files: list[str], target_files: list[str], n_boot: int = acc.N_BOOT,
-                  seed: int = 0) -> tuple[float, float]:
-    """95% bootstrap interval of the measured c = mean draft decode ms / mean target decode ms.
-
-    Resamples samples (the union of both streams' samples, sorted; a sample one model lacks adds
-    nothing to that model's sums), c of each resample is the ratio of the two pooled per-token
-    means, i.e. exactly timings()'s point estimate on the resample; acc.bootstrap_ratio_of_means_ci,
-    the same resampling engine and seed as every other interval.
-    """
-    d, t = decode_per_sample(draft_files), decode_per_sample(target_files)
-    j = (d.join(t, on="sample_id", how="full", coalesce=True, suffix="_target")
-         .fill_null(0).sort("sample_id"))
-    return acc.bootstrap_ratio_of_means_ci(j["decode_ms"].to_numpy(), j["decode_steps"].to_numpy(),
-                                           j["decode_ms_target"].to_numpy(), j["decode_steps_target"].to_numpy(),
-                                           n_boot=n_boot, seed=seed)
+# cost_model.csv: the timing job's own figures, beside the predictions made from them
+TIMING_COLUMNS = ("dtype", "torch_threads", "n_clips", "reps", "draft_prefill_ms", "draft_prefill_ms_lo",
+                  "draft_prefill_ms_hi", "target_prefill_ms", "target_prefill_ms_lo", "target_prefill_ms_hi",
+                  "draft_step_ms", "target_step_ms")
 
 
 UNMAPPED = -1  # a draft token the target cannot hold, in a mapped stream
@@ -107,6 +80,11 @@ def acceptance_tables(runs: list[Run], gammas: list[int], n_boot: int, log=None,
             log.info("%s %s: %d summary rows", run.pair, run.decoding.name, len(parts[0]))
     out = {name: _frame(rows[name], SUMMARY_COLUMNS if name == "summary" else ()) for name in TABLES}
     out["distillation"] = _frame([distillation_row(c, int(n_boot)) for c in comparisons])
+    # the engines' view (histograms.py): per-round accepted-length histograms, the marginal
+    # P(accepted >= i) beside per_position's offered-only rates, and their checks against the summary
+    out["histograms"] = pl.concat([histograms.frame([]), *(histograms.run_histograms(r, list(gammas)) for r in runs)])
+    out["per_position"] = histograms.with_marginals(out["per_position"], out["histograms"])
+    out["histogram_checks"] = histograms.checks(out["histograms"], out["summary"], out["loop"])
     return out
 
 
@@ -151,17 +129,21 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
     replay = acc.replay_summary(scores, gammas, n_boot=n_boot, stream_set=streams)
     targets = read_streams(run.target_tokens)  # read once: the positional match and the loop check use it
     pm = positional(run, targets)
-    d_pre, d_dec = timings(run.draft_tokens)
-    t_pre, t_dec = timings(run.target_tokens)
     alpha = float(replay["leviathan_alpha"][0]) if replay.height else math.nan
     # the answers' real mean length: a length budget of 128 would understate the prefill's share
     mean_len = scores.group_by("sample_id").len()["len"].mean() if scores.height else None
-    measured = [d_pre, d_dec, t_pre, t_dec, alpha]
+    # every timing from the run's ONE paired timing job (timing.py); it refuses rows of two devices
+    tim = timing.summarise(pl.read_parquet(run.timing), n_boot) if run.timing else None
     cost = None
-    if all(math.isfinite(x) for x in measured) and mean_len:
-        c_ci = cost_ratio_ci(run.draft_tokens, run.target_tokens, n_boot=n_boot)
-        cost = acc.cost_model(d_pre, d_dec, t_pre, t_dec, alpha, gammas, new_tokens=max(1, round(mean_len)),
-                              c_interval=c_ci)
+    if tim is not None and math.isfinite(alpha) and mean_len:
+        cost = acc.cost_model(tim["draft_prefill_ms"], tim["draft_step_ms"], tim["target_prefill_ms"],
+                              tim["target_step_ms"], alpha, gammas, new_tokens=max(1, round(mean_len)),
+                              c_interval=(tim["c_lo"], tim["c_hi"]))
+    payoffs = {}   # gamma -> the timing job's measured columns and the cost model's predictions (payoff.py)
+    # how each gamma's loop drafted (argmax_drafting.py; refuses shards that drafted differently before
+    # their rounds are pooled), and the argmax-drafting acceptance beside alpha
+    drafting = loop_draft_samplings(run) if run.rounds else {}
+    aa = alpha_argmax(scores, n_boot, source=run.scores)
     loop_summ = {g: acc.rounds_summary(r, n_boot=n_boot).row(0, named=True) for g, r in loops.items()}
 
     is_greedy = run.decoding.greedy
@@ -189,7 +171,10 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
             out["n_samples"] = row["n_samples"]
             out["method"] = "iid_from_alpha"
             ci = {}
+        # whose draft the measured columns and loop_* come from: greedy always drafts argmax
+        out["draft_sampling"] = "argmax" if is_greedy else drafting.get(g)
         out["leviathan_alpha"] = row["leviathan_alpha"]
+        out["alpha_argmax"] = aa["alpha_argmax"]
         out["positional_match_rate"] = pm.positional_match_rate
         # measured (null on iid_from_alpha rows)
         for k in ("token_acceptance_rate_lo", "token_acceptance_rate_hi", "tau_lo", "tau_hi",
@@ -198,6 +183,7 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
             out[k] = ci.get(k)
         out.update({
             "leviathan_alpha_lo": row["leviathan_alpha_lo"], "leviathan_alpha_hi": row["leviathan_alpha_hi"],
+            "alpha_argmax_lo": aa["alpha_argmax_lo"], "alpha_argmax_hi": aa["alpha_argmax_hi"],
             "mapped_mass": row["mapped_mass"],
             # predicted by the i.i.d. model from leviathan_alpha, on every row
             "iid_token_acceptance": row["iid_token_acceptance"],
@@ -216,6 +202,12 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
                 "expected_speedup_iid": c["speedup_iid"], "latency_speedup": c["latency_speedup"],
                 "best_gamma": c["best_gamma"], "best_gamma_lo": c["best_gamma_lo"],
                 "best_gamma_hi": c["best_gamma_hi"]})
+            # measured per-position acceptance (marginals P(accepted >= i)) through the measured costs
+            accepted = (acc.replay(streams, g).accepted if is_greedy
+                        else loops[g]["accepted"].to_numpy() if g in loop_summ else None)
+            marginals = payoff.marginals(accepted, g) if accepted is not None and len(accepted) else None
+            payoffs[g] = payoff.run_columns(tim, g, marginals, mean_len)
+            out.update(payoffs[g])
         summary.append(out)
         src = ci if ci else {}
         for i in range(1, g + 1):
@@ -223,9 +215,14 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
                             "unconditional": src.get(f"pos{i}_uncond"), "conditional": src.get(f"pos{i}_cond")})
 
     for g, r in sorted(loops.items()):
-        loop_rows.append(loop_vs_replay(run, streams, r, g, is_greedy, loop_summ[g], replay, targets))
-    cost_rows = [{**run.keys, **c, "draft_prefill_ms": d_pre, "draft_decode_ms": d_dec, "target_prefill_ms": t_pre,
-                  "target_decode_ms": t_dec} for c in (cost.iter_rows(named=True) if cost is not None else [])]
+        loop_rows.append({**run.keys, "gamma": g, "draft_sampling": drafting[g],
+                          **loop_vs_replay(run, streams, r, g, is_greedy, loop_summ[g], replay, targets),
+                          # the loop against plain decoding, both timed in the timing job (null: not timed at g)
+                          **{k: payoffs.get(g, {}).get(k) for k in ("measured_speedup", "measured_speedup_lo",
+                                                                     "measured_speedup_hi", "device")}})
+    cost_rows = [] if cost is None else [
+        {**run.keys, **c, **payoffs[c["gamma"]], **{k: tim[k] for k in TIMING_COLUMNS}}
+        for c in cost.iter_rows(named=True)]
     return summary, per_pos, cost_rows, loop_rows
 
 
@@ -254,12 +251,16 @@ def loop_vs_replay(run: Run, scores: pl.DataFrame | acc.Streams, rounds: pl.Data
         row["output_equals_target"] = None
     # the step-by-step check runs for greedy decoding only (sampled acceptance has no argmax to flip)
     row["verify_flip_rate"] = float(rounds["verify_flip"].mean()) if is_greedy else None
-    row["draft_flip_rate"] = float(rounds["draft_flip"].mean()) if is_greedy else None
+    # the draft's side runs wherever the draft proposed its argmax (speculative.draft_sampling argmax too)
+    argmax_drafted = is_greedy or ("draft_sampling" in rounds.columns
+                                   and bool(rounds["draft_sampling"].eq_missing("argmax").all()))
+    row["draft_flip_rate"] = float(rounds["draft_flip"].mean()) if argmax_drafted else None
     per_sample = rounds.group_by("sample_id").agg(
         # float64 sums: float32 ones depend on the order polars adds in, and reruns must be exact
         (pl.col("draft_ms").cast(pl.Float64).sum() + pl.col("verify_ms").cast(pl.Float64).sum()).alias("loop_ms"),
         pl.col("target_only_ms").first())
+    # informative only: the loop job's forward time, and the target's generation-stage time of the same
+    # outputs (another job). Never divided by one another: measured_speedup is the timing job's (run_tables)
     row["loop_ms"] = float(per_sample["loop_ms"].sum())
     row["target_only_ms"] = float(per_sample["target_only_ms"].sum())
-    row["measured_speedup"] = row["target_only_ms"] / row["loop_ms"] if row["loop_ms"] > 0 else None
     return row
