@@ -24,6 +24,30 @@ rule score:
         "../workflow_scripts/score.py"
 
 
+# An input ablation (config `ablations:`, specalign/ablations.py): the score job's two passes with one
+# side's input ablated, along the target's plain stream; its own output file, so adding one runs only it.
+rule score_ablation:
+    input:
+        unpack(pair_model_inputs),
+        manifest="results/data/{dataset}/manifest.parquet",
+        target_tokens=target_tokens,
+        translation="results/translation/{pair}.parquet",
+        fingerprint=fingerprint("score_ablation"),
+        code=script_modules("score_ablation.py"),
+    output:
+        scores="results/score/{dataset}/{pair}/{decoding}.{ablation}.parquet",
+        errors="results/score/{dataset}/{pair}/{decoding}.{ablation}.errors.parquet",
+    log:
+        "logs/score/{dataset}/{pair}/{decoding}.{ablation}.log",
+    resources:
+        mem_mb=score_plan_mem_mb,
+        gpu=pair_gpu,
+    params:
+        job=job_spec("score_ablation"),
+    script:
+        "../workflow_scripts/score_ablation.py"
+
+
 rule speculative:
     input:
         unpack(pair_model_inputs),
@@ -59,6 +83,13 @@ rule acceptance:
         distillation="results/acceptance/distillation.csv",
         histograms="results/acceptance/histograms.csv",
         histogram_checks="results/acceptance/histogram_checks.csv",
+        # bounds beside the measured figures (oracle.py), and the grounding classes (grounding.py)
+        oracle="results/acceptance/oracle.csv",
+        grounding="results/acceptance/grounding.csv",
+        # tree drafting replayed from the scores (tree_tables.py)
+        trees="results/acceptance/trees.csv",
+        tree_histograms="results/acceptance/tree_histograms.csv",
+        ranks="results/acceptance/ranks.csv",
         # one JSON per dataset x pair x decoding; written whole, so a run gone from the config leaves none
         profiles=directory("results/acceptance/profiles"),
     log:

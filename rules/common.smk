@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
+from specalign import grounding  # noqa: E402
 from specalign import plan as resource_plan  # noqa: E402
 from specalign import stages  # noqa: E402
 from specalign.config import (  # noqa: E402
@@ -35,6 +36,11 @@ EVALUATED = stages.evaluated(
 MODELS = sorted(config["models"])
 DECODINGS = sorted(config["decodings"])
 PAIRS = stages.pairs(config)
+# input ablations (specalign.ablations): validated here, so a kind the side's model cannot take stops
+# the workflow before anything runs, naming the config key
+ABLATIONS = sorted(stages.ablations.configured(config))
+# the ablations `grounding:` names (specalign.grounding): checked here too, the error naming the key
+grounding.spec_entry(config)
 
 
 wildcard_constraints:
@@ -42,6 +48,7 @@ wildcard_constraints:
     model="|".join(MODELS),
     decoding="|".join(DECODINGS),
     pair="|".join(PAIRS),
+    ablation="|".join(ABLATIONS) or "(?!)",  # (?!) matches nothing: no ablation configured
     shard=r"\d+",
     gamma=r"\d+",
 
@@ -62,6 +69,12 @@ resource_plan.check(PLAN, config["gpu_memory_gb"])
 def plan_mem_mb(stage):
     """A rule's mem_mb: its job's planned host memory with headroom (what sbatch --mem asks for)."""
     return lambda w: resource_plan.mem_mb(PLAN, stage, dict(w.items()))
+
+
+def score_plan_mem_mb(wildcards):
+    """An ablation job's mem_mb: the score job of its pair's (the same two passes per sample)."""
+    w = {k: v for k, v in wildcards.items() if k != "ablation"}
+    return resource_plan.mem_mb(PLAN, "score", w)
 
 
 def fingerprint(stage):
@@ -241,4 +254,6 @@ def acceptance_inputs(wildcards):
         "rounds": [f for r in runs for f in r.rounds],
         # the paired timing job of each run: every cost ratio of the tables (timing.py)
         "timing": [r.timing for r in runs],
+        # the input ablations' scores (stages.ablation_runs), measured like any run
+        "ablation_scores": [r.scores for r in stages.ablation_runs(config)],
     }

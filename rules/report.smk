@@ -9,6 +9,7 @@ rule report:
         cost="results/acceptance/cost_model.csv",
         loop="results/acceptance/loop_vs_replay.csv",
         distillation="results/acceptance/distillation.csv",
+        trees="results/acceptance/trees.csv",
         scores=expand(
             "results/score/{dataset}/{pair}/{decoding}.parquet",
             dataset=EVALUATED,

@@ -12,6 +12,8 @@ rule report_html:
         per_position="results/acceptance/per_position.csv",
         cost="results/acceptance/cost_model.csv",
         loop="results/acceptance/loop_vs_replay.csv",
+        trees="results/acceptance/trees.csv",
+        ranks="results/acceptance/ranks.csv",
         vocab=sorted({r.target_vocab for r in stages.runs(config)}),
         manifest=sorted(stages.spec(config, "report_html")["manifests"].values()),
         fingerprint=fingerprint("report_html"),
@@ -57,6 +59,16 @@ rule report_html:
             "results/report/sample_attributes.png",
             caption="../report/sample_attributes.rst",
             category="Why the draft disagrees",
+        ),
+        trees=report(
+            "results/report/tree_budget.png",
+            caption="../report/tree_budget.rst",
+            category="Trees",
+        ),
+        ranks=report(
+            "results/report/rank_shares.png",
+            caption="../report/rank_shares.rst",
+            category="Trees",
         ),
     log:
         "logs/report_html/report_html.log",

@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 GPU_MODEL = "demo_draft"
 GPU_RULES = {"generate", "score", "speculative", "timing"}   # rules whose resources come from `gpu_of`
 RULES_WITH_JOBS = {"demo_data", "manifest", "demo_tokenizers", "vocab", "translation", "demo_model", "generate",
-                   "score", "speculative", "timing", "acceptance", "report", "report_html"}
+                   "score", "score_ablation", "speculative", "timing", "acceptance", "report", "report_html"}
 SMALL = {"mem_mb": 800, "cpus_per_task": 1, "runtime": 15}
 CI_OVERRIDES = [
     "--jobs", "4",                                   # the node has 2 CPUs: SLURM queues the rest
@@ -123,7 +123,9 @@ def test_every_job_ran_under_slurm(slurm_run):
     subs = _submissions(output)
     rules = {rule for rule, _ in subs.values()}
     assert rules == RULES_WITH_JOBS, rules
-    assert len(subs) == 31  # every job but `all` (2 of them timing: 1 pair x 2 decodings), none twice (no retries, no resubmission)
+    # every job but `all` (2 of them timing: 1 pair x 2 decodings; 2 input ablations, greedy), none twice (no
+    # retries, no resubmission)
+    assert len(subs) == 33
     seen = {}
     for path, text in _rule_logs(wd).items():
         m = re.search(r"SLURM_JOB_ID=(\d+) SLURM_JOB_NODELIST=(\S*) CUDA_VISIBLE_DEVICES=(\S*)", text)
@@ -156,8 +158,9 @@ def test_gpu_jobs_ask_for_a_gpu_and_get_one(slurm_run):
         else:
             assert gpus == [], f"{path}: a job without a GPU was submitted with --gpus: {call}"
             assert cvd == "", f"{path}: CPU job got CUDA_VISIBLE_DEVICES={cvd!r}"
-    # the draft: 2 decodings x 2 shards of generation, 2 scorings, 2 decodings x 2 loop gammas x 2 shards
-    assert n_gpu == 4 + 2 + 8
+    # the draft: 2 decodings x 2 shards of generation, 2 scorings, 2 decodings x 2 loop gammas x 2 shards, and
+    # the 2 ablation scorings (logs/score/.../greedy.{ablation}.log)
+    assert n_gpu == 4 + 2 + 8 + 2
 
 
 def _parquets(run: Path) -> list[Path]:

@@ -101,7 +101,9 @@ def test_every_artifact_has_its_schema(demo_run):
 def test_summary_invariants(demo_run):
     s = pl.read_csv(demo_run / "results/acceptance/summary.csv")
     assert s.columns[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
-    assert s.height == 2 * 3  # decodings x gammas
+    assert s.height == 2 * 3 + 2 * 3  # decodings x gammas, and the 2 greedy input ablations x gammas
+    s = s.filter(pl.col("ablation").is_null())   # the plain runs (test_input_ablations: the others)
+    assert s.height == 2 * 3
     greedy = s.filter(pl.col("decoding") == "greedy")
     assert (greedy["method"] == "greedy_replay").all()
     for row in s.iter_rows(named=True):
@@ -133,8 +135,19 @@ def test_loop_agrees_with_replay_exactly(demo_run):
     # the measured payoff per deployment: a row per run x timed gamma (1, 3), each with its verdict
     section = report.split("## Does the draft pay off: measured in one job")[1].split("\n#")[0]
     rows = [ln for ln in section.splitlines() if ln.startswith("| demo |")]
-    assert len(rows) == 2 * 2 and sum("chain, gamma 1" in r for r in rows) == 2, section
-    assert all(any(w in r for w in ("pays off", "does not pay off", "cannot tell")) for r in rows)
+    chains = [r for r in rows if "| chain, gamma" in r]
+    assert len(chains) == 2 * 2 and sum("chain, gamma 1 |" in r for r in chains) == 2, section
+    assert all(any(w in r for w in ("pays off", "does not pay off", "cannot tell")) for r in chains)
+    # the greedy run's best tree by predicted speedup (trees.csv), its measured columns empty
+    trees = pl.read_csv(demo_run / "results/acceptance/trees.csv").sort("predicted_speedup", "nodes",
+                                                                        descending=[True, False])
+    best = trees.row(0, named=True)
+    tree_rows = [r for r in rows if "| tree " in r]
+    assert len(tree_rows) == 1 and f"| tree {best['tree']} ({best['nodes']} nodes" in tree_rows[0], section
+    assert "not timed (predicted only)" in tree_rows[0]
+    assert "## Trees:" in report and "## Input ablations" in report
+    page = (demo_run / "results/report/index.html").read_text()
+    assert 'id="plot-trees"' in page and 'id="plot-ranks"' in page and "Input ablations" in page
 
 
 def test_histograms_and_profiles(demo_run):
@@ -142,7 +155,7 @@ def test_histograms_and_profiles(demo_run):
     from jsonschema import validate
 
     acc = demo_run / "results/acceptance"
-    s = pl.read_csv(acc / "summary.csv")
+    s = pl.read_csv(acc / "summary.csv").filter(pl.col("ablation").is_null())   # ablations: not deployable
     h = pl.read_csv(acc / "histograms.csv")
     # each replay row's histogram sums to its rounds and reproduces its accepted count
     replay = s.filter(pl.col("method") == "greedy_replay")
@@ -163,6 +176,50 @@ def test_histograms_and_profiles(demo_run):
         validate(profile, schema)
         assert all(e["checks"]["passed"] for e in profile["gammas"])
     assert [e["gamma"] for e in json.loads((acc / "profiles" / files[1]).read_text())["gammas"]] == [1, 3]
+
+
+def test_trees_replay_the_chains_and_rank_the_targets_tokens(demo_run):
+    acc = demo_run / "results/acceptance"
+    s = pl.read_csv(acc / "summary.csv").filter(pl.col("method") == "greedy_replay")
+    if "ablation" in s.columns:   # input ablations (issue 22) are diagnoses: trees replay the plain runs
+        s = s.filter(pl.col("ablation").is_null())
+    t = pl.read_csv(acc / "trees.csv")
+    assert t["decoding"].unique().to_list() == ["greedy"] and t["exact"].all()   # sampled: not replayed
+    assert sorted(t["tree"].to_list()) == sorted(["chain1", "chain2", "chain3", "p3", "w2d2", "best4", "best8"])
+    # the width-1 trees are the chains: the summary's greedy replay rows, to the last digit
+    chains = t.filter(pl.col("kind") == "chain").with_columns(pl.col("depth").alias("gamma"))
+    cols = ["rounds", "drafted", "accepted", "tau", "tau_lo", "tau_hi", "tokens_per_call"]
+    j = chains.join(s, on=["decoding", "gamma"], suffix="_summary")
+    assert j.height == 3 and (chains["width"] == 1).all()
+    for c in cols:
+        assert (j[c] == j[f"{c}_summary"]).all(), c
+    # constructed trees: the construction's expectation beside the exact replay
+    best = t.filter(pl.col("kind") == "constructed")
+    assert best["expected_tau"].is_not_null().all() and (best["nodes"] <= best["budget"]).all()
+    assert ((t["tau"] >= 1) & (t["tau"] <= t["levels"] + 1)).all()
+    h = pl.read_csv(acc / "tree_histograms.csv").group_by("tree").agg(pl.col("rounds").sum())
+    assert dict(h.iter_rows()) == dict(t.select("tree", "rounds").iter_rows())
+    r = pl.read_csv(acc / "ranks.csv")
+    for dec in ("greedy", "sampled"):
+        part = r.filter(pl.col("decoding") == dec)
+        scores = pl.read_parquet(demo_run / f"results/score/demo/demo_draft__demo_target/{dec}.parquet")
+        assert part["positions"].sum() == scores.height
+        assert part["share"][0] == pytest.approx(scores["match"].mean(), abs=1e-6)
+
+
+def test_tree_edit_reruns_only_the_tables_and_rank_k_rescores(demo_run):
+    cfg = tiny_config()
+    cfg["trees"]["w3d1"] = {"width": 3, "depth": 1}
+    write_config(demo_run, cfg)
+    try:
+        assert planned_jobs(demo_run) == {"acceptance": 1, "report": 1, "report_html": 1, "all": 1}
+        cfg["scoring"] = {"rank_k": 8}
+        write_config(demo_run, cfg)
+        # every scoring job records the ranks (the input ablations' too, where the config has them)
+        planned = {k: v for k, v in planned_jobs(demo_run).items() if k != "score_ablation"}
+        assert planned == {"score": 2, "acceptance": 1, "report": 1, "report_html": 1, "all": 1}
+    finally:
+        write_config(demo_run, tiny_config())
 
 
 def test_nothing_to_do_after_a_complete_run(demo_run):
@@ -217,13 +274,17 @@ def test_module_edit_reruns_the_stages_that_import_it(demo_run):
     # translation.py (the token map, with its id-space projections) is imported by the translation
     # rule, the score rule, the loop and the timing job, and by the report (reachable ids)
     assert planned_after_editing(demo_run, "translation.py") == {"translation": 1, "score": 2, "speculative": 8,
-                                                                 "timing": 2, "acceptance": 1, "report": 1,
-                                                                 "report_html": 1, "all": 1}
+                                                                 "timing": 2, "score_ablation": 2, "acceptance": 1,
+                                                                 "report": 1, "report_html": 1, "all": 1}
     # scoring.py by the score rule and, for its one-pass draft check (draft_flip), by the loop (and so by the
     # timing job, which runs the loop)
     assert planned_after_editing(demo_run, "scoring.py") == {"score": 2, "speculative": 8, "timing": 2,
-                                                             "acceptance": 1, "report": 1, "report_html": 1,
-                                                             "all": 1}
+                                                             "score_ablation": 2, "acceptance": 1, "report": 1,
+                                                             "report_html": 1, "all": 1}
+    # ablations.py by the ablation jobs only (and events.py, which renders the blank stream, by every job
+    # that prepares events)
+    assert planned_after_editing(demo_run, "ablations.py") == {"score_ablation": 2, "acceptance": 1, "report": 1,
+                                                               "report_html": 1, "all": 1}
 
 
 def test_added_pair_runs_only_its_jobs(demo_run):
@@ -233,12 +294,62 @@ def test_added_pair_runs_only_its_jobs(demo_run):
     cfg["pairs"].append({"draft": "demo_target", "target": "demo_target"})
     write_config(demo_run, cfg)
     try:
-        # 1 translation, 2 decodings x (1 score + 2 loop gammas x 2 shards + 1 timing), then the tables
+        # 1 translation, 2 decodings x (1 score + 2 loop gammas x 2 shards + 1 timing), the target-side
+        # ablation (mean_frame, greedy: every pair of the target; blank_events names its draft), the tables
         assert planned_jobs(demo_run) == {"translation": 1, "score": 2, "speculative": 8, "timing": 2,
-                                          "acceptance": 1, "report": 1, "report_html": 1, "all": 1}
+                                          "score_ablation": 1, "acceptance": 1, "report": 1, "report_html": 1,
+                                          "all": 1}
     finally:
         write_config(demo_run, tiny_config())
 
 
 def test_summary_module_edit_reruns_only_the_tables(demo_run):
     assert planned_after_editing(demo_run, "summary.py") == {"acceptance": 1, "report": 1, "report_html": 1, "all": 1}
+
+
+def test_input_ablations(demo_run):
+    """.test/config.yaml's two greedy ablations: blank events (the draft's side) and the dataset's mean frame
+    (the target's), each one teacher-forced pass along the target's PLAIN stream, stored like scores."""
+    res = demo_run / "results/score/demo/demo_draft__demo_target"
+    plain = _check_parquet(res / "greedy.parquet", "scores")
+    key = ["sample_id", "position"]
+    for name, side in (("blank_events", "draft"), ("mean_frame", "target")):
+        abl = _check_parquet(res / f"greedy.{name}.parquet", "scores")
+        assert _check_parquet(res / f"greedy.{name}.errors.parquet", "errors").height == 0
+        # along the same stream ...
+        assert abl.select(*key, "target_token").equals(plain.select(*key, "target_token"))
+        # ... with the other side's numbers exactly the plain pass's, and the ablated side's moved
+        draft_cols, target_cols = ["draft_token", "match", "draft_logprob", "summin"], ["target_logprob"]
+        same, moved = (target_cols, draft_cols) if side == "draft" else (draft_cols, target_cols)
+        assert abl.select(same).equals(plain.select(same)), name
+        assert not abl["draft_logprob" if side == "draft" else "target_logprob"].equals(
+            plain["draft_logprob" if side == "draft" else "target_logprob"]), name
+    s = pl.read_csv(demo_run / "results/acceptance/summary.csv")
+    ab = s.filter(pl.col("ablation").is_not_null())
+    assert sorted(ab.select("ablation", "gamma").rows()) == [(a, g) for a in ("blank_events", "mean_frame")
+                                                             for g in (1, 2, 3)]
+    assert (ab["decoding"] == "greedy").all() and (ab["method"] == "greedy_replay").all()
+    # measured like any run from its scores; nothing of a loop, a timing job or a free-running draft
+    assert (ab["leviathan_alpha_lo"] <= ab["leviathan_alpha"]).all() and ab["tau"].is_not_null().all()
+    assert ab["positional_match_rate"].is_null().all() and ab["c"].is_null().all()
+    blank = ab.filter(pl.col("ablation") == "blank_events").sort("gamma")
+    assert blank["leviathan_alpha"][0] == pytest.approx(
+        pl.read_parquet(res / "greedy.blank_events.parquet")["match"].mean())
+    # a target-side ablation leaves a greedy run's matches as they were
+    plain_row = s.filter(pl.col("ablation").is_null() & (pl.col("decoding") == "greedy")).sort("gamma")
+    mean = ab.filter(pl.col("ablation") == "mean_frame").sort("gamma")
+    assert mean["leviathan_alpha"].to_list() == plain_row["leviathan_alpha"].to_list()
+    pp = pl.read_csv(demo_run / "results/acceptance/per_position.csv")
+    assert pp.filter(pl.col("ablation") == "blank_events")["marginal"].is_not_null().all()
+
+
+def test_added_ablation_runs_only_its_jobs(demo_run):
+    cfg = tiny_config()
+    cfg["ablations"]["reversed_events"] = {"side": "draft", "kind": "time_reversed", "decodings": ["greedy"]}
+    write_config(demo_run, cfg)
+    try:
+        assert planned_jobs(demo_run) == {"score_ablation": 1, "acceptance": 1, "report": 1, "report_html": 1,
+                                          "all": 1}
+    finally:
+        write_config(demo_run, tiny_config())
+    assert planned_jobs(demo_run) == {}

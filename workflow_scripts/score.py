@@ -14,6 +14,7 @@ streams = read_streams(job.input.target_tokens)
 pairs, errors = job.prepare_pairs(draft, target, [s for s in job.samples() if s.sample_id in streams])
 items = [(dp, tp, streams[tp.sample_id]) for dp, tp in pairs]
 job.log.info("scoring %s along %s (%s): %d samples", draft.name, target.name, decoding.name, len(items))
-scores = score_table(draft, target, items, token_map, decoding, progress=ProgressLog(total=len(items)))
+scores = score_table(draft, target, items, token_map, decoding, progress=ProgressLog(total=len(items)),
+                     rank_k=job.spec["rank_k"])
 job.write("errors", errors)
 job.write("scores", scores)

@@ -99,6 +99,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("mapped_mass", _f32),          # sum of p_j over target tokens the draft can propose
         ("target_prob_of_draft_argmax", _f32),  # p_j(draft_token), 0 unmapped: acceptance of an argmax
                                         # draft (engines' default); mean = alpha_argmax; greedy: 1[match]
+        ("target_rank", _i32),          # index of the first of the draft's top rank_k ids (draft order) proposing
+                                        # y_j; rank_k if none (scoring.target_ranks); 0 iff match
         ("is_eos", _bool),
         ("max_new_tokens", _i32),       # per sample: the length budget the stream was generated with
     ]),
@@ -145,7 +147,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 SUMMARY_COLUMNS = [
-    "dataset", "draft", "target", "decoding", "gamma", "n_samples", "rounds", "drafted", "accepted",
+    "dataset", "draft", "target", "decoding", "ablation", "gamma", "n_samples", "rounds", "drafted", "accepted",
     "token_acceptance_rate", "tau", "leviathan_alpha", "alpha_argmax", "positional_match_rate",
 ]
 

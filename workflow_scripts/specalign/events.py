@@ -20,6 +20,9 @@ import numpy as np
 POSITIVE_RGB = (255, 0, 0)
 NEGATIVE_RGB = (0, 0, 255)
 BACKGROUND_RGB = (255, 255, 255)
+# The canvas of an empty stream when no size is given. Not 1 x 1: a side of 1 or 3 makes transformers'
+# image processors guess the channel axis wrongly ("channel dimension is ambiguous").
+EMPTY_CANVAS = (32, 32)
 
 
 def split_equal_count(n_events: int, n: int = 5) -> list[tuple[int, int]]:
@@ -110,6 +113,12 @@ def eventgpt_frames(events: Mapping[str, Sequence], n: int = 5, height: int | No
     get n pictures of one size.
     """
     x, y, _, p = _xytp(events)
+    if x.size == 0:
+        # No events (a blank ablation, or a scene where nothing changed): n white pictures, defined
+        # rather than an error. Their size cannot come from the events: EMPTY_CANVAS unless the sensor
+        # size is given (any uniform picture becomes the same CLIP input once resized and cropped).
+        h, w = EMPTY_CANVAS if height is None or width is None else (height, width)
+        return [render_polarity(x, y, p, h, w) for _ in range(n)]
     if x.size < n:
         raise ValueError(f"{x.size} events cannot fill {n} equal-count chunks (a chunk would be empty)")
     return [render_polarity(x[a:b], y[a:b], p[a:b], height, width) for a, b in split_equal_count(x.size, n)]

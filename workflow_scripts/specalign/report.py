@@ -40,6 +40,14 @@ PAYOFF_COLUMNS = ["dataset", "draft", "target", "decoding", "deployment", "gamma
                   "predicted_speedup_overlapped", "break_even_alpha"]
 
 
+def plain_runs(df: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the plain runs: an input ablation's rows (its `ablation` column set) are a diagnosis
+    scored along the same streams, not a deployable draft, and have their own section."""
+    if df.height and "ablation" in df.columns:
+        return df.filter(pl.col("ablation").is_null())
+    return df
+
+
 def verdict(speedup, lo, hi) -> str:
     """Words for a measured speedup and its 95% interval: only an interval wholly above (below) 1 decides."""
     if speedup is None or (isinstance(speedup, float) and math.isnan(speedup)):
@@ -53,12 +61,14 @@ def verdict(speedup, lo, hi) -> str:
     return "cannot tell (interval straddles 1)"
 
 
-def payoff_table(summary: pl.DataFrame) -> pl.DataFrame:
-    """The measured payoff per run and deployment mode: one row per dataset x draft x target x decoding x
-    gamma at which the paired timing job timed the loop against plain decoding (summary.csv's
-    measured_speedup, with its interval over clips and the device it ran on), its verdict, the measured
-    acceptance it comes from, and the cost model's predictions beside it (marked predicted).
-    Deployment: a chain of gamma proposals (the tree rows join here once trees are measured)."""
+def payoff_table(summary: pl.DataFrame, trees: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The payoff per run and deployment mode: one row per dataset x draft x target x decoding x gamma at
+    which the paired timing job timed the loop against plain decoding (summary.csv's measured_speedup,
+    with its interval over clips and the device it ran on), its verdict, the measured acceptance it comes
+    from, and the cost model's predictions beside it (marked predicted). With `trees` (trees.csv), each
+    run's best tree by predicted speedup joins as a row of its own: no tree loop is timed, so its
+    measured columns are empty and its verdict says so."""
+    summary = plain_runs(summary)
     if not summary.height or "measured_speedup" not in summary.columns:
         return pl.DataFrame()
     rows = summary.filter(pl.col("measured_speedup").is_not_null())
@@ -69,17 +79,92 @@ def payoff_table(summary: pl.DataFrame) -> pl.DataFrame:
         pl.struct("measured_speedup", "measured_speedup_lo", "measured_speedup_hi")
         .map_elements(lambda r: verdict(r["measured_speedup"], r["measured_speedup_lo"], r["measured_speedup_hi"]),
                       return_dtype=pl.String).alias("verdict"))
-    return rows.select([c for c in PAYOFF_COLUMNS if c in rows.columns]).sort(
-        ["dataset", "target", "decoding", "draft", "gamma"])
+    out = rows.select([c for c in PAYOFF_COLUMNS if c in rows.columns])
+    best = best_trees(trees)
+    if best.height:
+        keys = ["dataset", "draft", "target", "decoding"]
+        alphas = summary.group_by(keys).agg(*(pl.col(c).first() for c in ("leviathan_alpha", "alpha_argmax")
+                                              if c in summary.columns))
+        tree_rows = best.join(alphas, on=keys, how="left").with_columns(
+            pl.format("tree {} ({} nodes, depth {})", pl.col("tree"), pl.col("nodes"), pl.col("levels"))
+            .alias("deployment"),
+            pl.lit("argmax").alias("draft_sampling"),
+            pl.lit("not timed (predicted only)").alias("verdict"))
+        tree_rows = tree_rows.select([c for c in out.columns if c in tree_rows.columns])
+        out = pl.concat([out, tree_rows], how="diagonal_relaxed")
+    return out.sort(["dataset", "target", "decoding", "draft"], maintain_order=True)
+
+
+def best_trees(trees: pl.DataFrame | None) -> pl.DataFrame:
+    """Per run, the tree of trees.csv with the highest predicted speedup (ties: fewer nodes)."""
+    if trees is None or not trees.height or "predicted_speedup" not in trees.columns:
+        return pl.DataFrame()
+    keys = ["dataset", "draft", "target", "decoding"]
+    return (trees.filter(pl.col("predicted_speedup").is_not_null())
+            .sort(["predicted_speedup", "nodes"], descending=[True, False])
+            .group_by(keys, maintain_order=True).first().sort(keys))
+
+
+ABLATION_COLUMNS = ["dataset", "draft", "target", "decoding", "ablation", "plain_alpha", "leviathan_alpha",
+                    "leviathan_alpha_lo", "leviathan_alpha_hi", "alpha_change", "tau", "plain_tau"]
+
+
+def ablation_table(summary: pl.DataFrame) -> pl.DataFrame:
+    """Each input ablation's alpha (with its interval) beside its plain run's, at the smallest gamma of
+    each (alpha does not depend on gamma), and tau at the largest gamma beside the plain run's."""
+    if not summary.height or "ablation" not in summary.columns:
+        return pl.DataFrame()
+    abl = summary.filter(pl.col("ablation").is_not_null())
+    if not abl.height:
+        return pl.DataFrame()
+    keys = ["dataset", "draft", "target", "decoding"]
+    g_lo, g_hi = summary["gamma"].min(), summary["gamma"].max()
+    plain = plain_runs(summary)
+    base = (plain.filter(pl.col("gamma") == g_lo).select(*keys, pl.col("leviathan_alpha").alias("plain_alpha"))
+            .join(plain.filter(pl.col("gamma") == g_hi).select(*keys, pl.col("tau").alias("plain_tau")), on=keys,
+                  how="left"))
+    taus = abl.filter(pl.col("gamma") == g_hi).select(*keys, "ablation", "tau")
+    rows = (abl.filter(pl.col("gamma") == g_lo).drop("tau").join(taus, on=[*keys, "ablation"], how="left")
+            .join(base, on=keys, how="left")
+            .with_columns((pl.col("leviathan_alpha") - pl.col("plain_alpha")).alias("alpha_change")))
+    return rows.select(ABLATION_COLUMNS).sort([*keys, "ablation"])
+
+
+TREE_COLUMNS = ["dataset", "draft", "target", "decoding", "tree", "kind", "nodes", "levels", "tau", "tau_lo", "tau_hi",
+                "tau_every_start", "expected_tau", "verify_cost", "verify_cost_source", "predicted_speedup"]
+
+
+def trees_section(trees: pl.DataFrame) -> list[str]:
+    """report.md's trees: every replayed tree, the best per run, and the limit of the replay."""
+    if trees is None or not trees.height:
+        return []
+    pred, cols = _labelled(trees.sort(["dataset", "target", "draft", "decoding", "nodes"]), TREE_COLUMNS,
+                           also=("expected_tau",))
+    return ["## Trees: the draft's 2nd and 3rd choices, verified in one pass", "",
+            "Exact greedy replay of static token trees from the scores' `target_rank` (the rank of the target's",
+            "token among the draft's proposals): a round accepts the longest prefix whose rank sequence is a",
+            "path of the tree. `chain{g}` rows are the chains (they equal the greedy replay rows above);",
+            "`best{N}` the tree of N nodes built from the measured acceptance by (depth, rank) under the",
+            "independence assumption (`expected_tau`, predicted) beside its replayed `tau` (measured) and",
+            "`tau_every_start` (measured, a round started at every position). The tree's cost is predicted: one",
+            "verify pass over nodes + 1 tokens (`verify_cost`, measured by the timing job where",
+            "`verify_cost_source` is `measured`, else extrapolated) and one draft step per level. Dynamic",
+            "trees that choose nodes by off-path probabilities (EAGLE-2) are not replayed here.", "",
+            md_table(pred, cols), ""]
+
+
+def _labelled(df: pl.DataFrame, columns: list[str], also=()) -> tuple[pl.DataFrame, list[str]]:
+    """`df` with its predicted columns renamed "<name> (predicted)", and `columns` to match."""
+    names = {c: f"{c} (predicted)" for c in (*PREDICTED, *also) if c in df.columns}
+    return df.rename(names), [names.get(c, c) for c in columns]
 
 
 def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats: dict[str, dict],
-           explained: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]]) -> str:
-    predicted = PREDICTED
-
-    def labelled(df: pl.DataFrame, columns: list[str], also=()) -> tuple[pl.DataFrame, list[str]]:
-        names = {c: f"{c} (predicted)" for c in (*predicted, *also) if c in df.columns}
-        return df.rename(names), [names.get(c, c) for c in columns]
+           explained: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]],
+           trees: pl.DataFrame | None = None) -> str:
+    labelled = _labelled
+    ablations = ablation_table(summary)
+    summary = plain_runs(summary)
 
     out = ["# specalign report", ""]
     out += ["## Acceptance beside the seed's measure", "",
@@ -98,7 +183,7 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
     out += ["", "`alpha_argmax` is the acceptance as serving engines draft (vLLM V1, SGLang, TensorRT-LLM propose",
             "the draft's argmax; the target accepts it with probability p_target(argmax q)): equal to alpha for",
             "greedy decoding, beside Leviathan's sum-min alpha for sampled decodings.", ""]
-    payoff = payoff_table(summary)
+    payoff = payoff_table(summary, trees)
     if payoff.height:
         pred, cols = labelled(payoff, PAYOFF_COLUMNS)
         out += ["## Does the draft pay off: measured in one job", "",
@@ -109,7 +194,8 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
                 "The verdict reads the interval: `pays off` only where it lies wholly above 1. Predicted from the",
                 "measured per-position acceptance and those costs (payoff.py): `predicted_speedup` (prefills one",
                 "after the other), `predicted_speedup_overlapped` (the draft drafts while the target prefills), and",
-                "`break_even_alpha` (the i.i.d. acceptance at which the steady-state speedup is 1).", "",
+                "`break_even_alpha` (the i.i.d. acceptance at which the steady-state speedup is 1). A tree row",
+                "is the run's best tree by predicted speedup (section Trees): no tree loop is timed.", "",
                 md_table(pred, cols), ""]
     out += ["", "### Per lookahead gamma: measured", "",
             "`token_acceptance_rate` is vLLM's (accepted / drafted, every proposal): the draft always proposes",
@@ -170,6 +256,16 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
                                         "best_measured_speedup"],
                               also=("best_predicted_gamma", "best_predicted_speedup"))
         out.append(md_table(pred, cols))
+    out += [""] + trees_section(trees)
+    if ablations.height:
+        out += ["## Input ablations: what each input is worth", "",
+                "The draft (or the target) scored again along the target's plain stream with one input taken away",
+                "or scrambled (`ablation`; config `ablations:`): `leviathan_alpha` with its interval beside the",
+                "plain run's (`plain_alpha`), and tau at the largest gamma beside the plain run's. A draft-side",
+                "ablation's drop is what that input is worth to the draft; a target-side ablation leaves greedy",
+                "alpha unchanged by construction (only the target's log-probabilities move). Diagnoses, not",
+                "deployable drafts: no loop, timing or payoff is formed for them.", "",
+                md_table(ablations, ABLATION_COLUMNS), ""]
     out += ["", "## Vocabularies", ""]
     for pair, s in stats.items():
         out.append(f"- **{pair}**: draft {s['draft_size']} ids, target {s['target_size']} ids, "
@@ -197,6 +293,7 @@ def draft_ranking(summary: pl.DataFrame, loop: pl.DataFrame) -> pl.DataFrame:
     A draft without a prediction (no c: e.g. its free-running answers ended at the first token, so no
     decode step was timed) is still listed, last, with its alpha and an empty speedup."""
     keys = ["dataset", "target", "decoding", "draft"]
+    summary = plain_runs(summary)
     if not summary.height or "expected_speedup_iid" not in summary.columns:
         return pl.DataFrame()
     measured_cols = [c for c in ("leviathan_alpha", "leviathan_alpha_lo", "leviathan_alpha_hi", "c", "c_lo", "c_hi")
@@ -244,7 +341,8 @@ def build_report(runs: list[Run], inputs) -> tuple[str, str]:
         explained[key] = (top, by_reason(scores, reachable), by_position(scores))
         tables.append(top.with_columns(*(pl.lit(v).alias(k) for k, v in r.keys.items())))
     disagreements = pl.concat(tables).write_csv(float_precision=6) if tables else ""
-    md = render(read_csv(inputs.summary), read_csv(inputs.loop), read_csv(inputs.cost), stats, explained)
+    trees = read_csv(inputs.trees) if hasattr(inputs, "trees") else None
+    md = render(read_csv(inputs.summary), read_csv(inputs.loop), read_csv(inputs.cost), stats, explained, trees)
     return md + distillation_section(read_csv(inputs.distillation)) + clip_datasets_section(inputs.clips), disagreements
 
 

@@ -38,7 +38,17 @@ import polars as pl
 
 from . import acceptance as acc
 from .divergence import TOKEN_CLASSES, Divergence, analyse_run
-from .report import PAYOFF_COLUMNS, draft_ranking, md_table, payoff_table, read_csv
+from .report import (
+    ABLATION_COLUMNS,
+    PAYOFF_COLUMNS,
+    TREE_COLUMNS,
+    ablation_table,
+    draft_ranking,
+    md_table,
+    payoff_table,
+    plain_runs,
+    read_csv,
+)
 from .report import PREDICTED as MODEL_PREDICTED
 from .specs import Run
 
@@ -51,6 +61,8 @@ PLOTS: dict[str, tuple[str, str]] = {
     "divergence": ("first_divergence.png", "First divergence (the seed's measure) beside teacher-forced acceptance"),
     "disagreements": ("disagreements.png", "Top disagreements and acceptance by token class"),
     "attributes": ("sample_attributes.png", "Acceptance against sample attributes"),
+    "trees": ("tree_budget.png", "Tau against the tree's node budget, and the trees' predicted speedup"),
+    "ranks": ("rank_shares.png", "How often the target's token is the draft's 1st, 2nd, ... choice"),
 }
 
 PREDICTED = (*MODEL_PREDICTED, "best_predicted_gamma", "best_predicted_speedup")
@@ -615,7 +627,7 @@ CAPTIONS = {
                    "tau only at gammas measured under every decoding.",
     "speedup": "Left: the i.i.d. model's speedup (1 - a^(g+1)) / ((1 - a)(g c + 1)) over gamma and c at the "
                "measured alpha (predicted; black contour: 1), with the measured c and its 95% CI. Right: the "
-               "real loop's measured speedup per gamma beside the predicted one at the measured c.",
+               "real loop's measured speedup per gamma (the paired timing job's) beside the predicted one.",
     "per_position": "P(the draft's i-th token is accepted | the (i-1)-th was), measured per gamma "
                     "(per_position.csv); the i.i.d. model predicts alpha at every position (dashed).",
     "divergence": "Left: where the two models' free-running answers first differ (the seed note compared them "
@@ -627,12 +639,20 @@ CAPTIONS = {
                      "(special/EOS, punctuation, number, function word, content word; divergence.py), 95% CIs.",
     "attributes": "Teacher-forced acceptance against the manifest's sample attributes (numeric ones in quantile "
                   "bins), 95% bootstrap CIs over the samples of each group.",
+    "trees": "Left: tau of each static tree (exact greedy replay from the draft's ranks of the target's tokens, "
+             "95% CI) against its nodes: chains, full k-ary trees, configured paths trees and the best tree per "
+             "node budget, whose expected tau under the independence assumption is dashed (predicted). Right: "
+             "each tree's predicted speedup (hollow: its verify cost extrapolated, not timed).",
+    "ranks": "The rank of the target's token among the draft's proposals given the target's prefix "
+             "(teacher forced, every decoding): rank 1 is a chain's acceptance; what ranks 2, 3, ... hold is "
+             "what a tree can add.",
 }
 
 
 def render_html(runs: Sequence[Run], summary: pl.DataFrame, per_position: pl.DataFrame, cost: pl.DataFrame,
                 loop: pl.DataFrame, analyses: Sequence[Divergence], manifests: Mapping[str, pl.DataFrame],
-                plots: Mapping[str, bytes], answer_text: str, label, max_samples: int = MAX_SAMPLES) -> str:
+                plots: Mapping[str, bytes], answer_text: str, label, max_samples: int = MAX_SAMPLES,
+                trees: pl.DataFrame | None = None, ablations: pl.DataFrame | None = None) -> str:
     fig = {k: _figure_html(k, plots[k], CAPTIONS[k]) for k in PLOTS}
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -649,7 +669,7 @@ def render_html(runs: Sequence[Run], summary: pl.DataFrame, per_position: pl.Dat
                                  "best_predicted_gamma", "best_predicted_speedup", "best_measured_gamma",
                                  "best_measured_speedup"]),
             "<h3>Measured payoff per deployment (the paired timing job: one device, one job)</h3>",
-            html_table(payoff_table(summary), PAYOFF_COLUMNS)]
+            html_table(payoff_table(summary, trees), PAYOFF_COLUMNS)]
     out += ["<h2>Acceptance against gamma</h2>", fig["gamma"],
             html_table(summary, ["dataset", "draft", "target", "decoding", "gamma", "method", "leviathan_alpha",
                                  "leviathan_alpha_lo", "leviathan_alpha_hi", "token_acceptance_rate",
@@ -667,6 +687,15 @@ def render_html(runs: Sequence[Run], summary: pl.DataFrame, per_position: pl.Dat
                               "output_equals_target", "loop_token_acceptance_rate", "replay_token_acceptance_rate",
                               "verify_flip_rate", "measured_speedup", "device"])]
     out += ["<h2>Conditional acceptance per position</h2>", fig["per_position"]]
+    out += ["<h2>Trees: the draft's 2nd and 3rd choices, verified in one pass</h2>", fig["trees"], fig["ranks"],
+            html_table(trees if trees is not None else pl.DataFrame(), TREE_COLUMNS,
+                       predicted=(*PREDICTED, "expected_tau"))]
+    if ablations is not None and ablations.height:
+        out += ["<h2>Input ablations: what each input is worth</h2>",
+                "<p>The draft (or the target) scored again along the target's plain stream with one input taken "
+                "away or scrambled: alpha beside the plain run's. A target-side ablation leaves greedy alpha "
+                "unchanged by construction. Diagnoses, not deployable drafts.</p>",
+                html_table(ablations, ABLATION_COLUMNS)]
     out += ["<h2>Why the seed's number was wrong: first divergence vs teacher-forced acceptance</h2>",
             fig["divergence"]]
     for d in analyses:
@@ -705,7 +734,8 @@ def render_html(runs: Sequence[Run], summary: pl.DataFrame, per_position: pl.Dat
 
 # ------------------------------------------------------------------------------------ Markdown
 def render_markdown(runs: Sequence[Run], summary: pl.DataFrame, loop: pl.DataFrame,
-                    analyses: Sequence[Divergence], answer_text: str, label) -> str:
+                    analyses: Sequence[Divergence], answer_text: str, label,
+                    trees: pl.DataFrame | None = None, ablations: pl.DataFrame | None = None) -> str:
     """The page's answer and tables in Markdown (report.py's md_table), the plots linked beside it."""
     def labelled(df: pl.DataFrame, columns: list[str]) -> tuple[pl.DataFrame, list[str]]:
         names = {c: f"{c} (predicted)" for c in PREDICTED if c in df.columns}
@@ -721,11 +751,13 @@ def render_markdown(runs: Sequence[Run], summary: pl.DataFrame, loop: pl.DataFra
                                       "best_predicted_gamma", "best_predicted_speedup", "best_measured_gamma",
                                       "best_measured_speedup"])
         out.append(md_table(df, cols))
-    payoff = payoff_table(summary)
+    payoff = payoff_table(summary, trees)
     if payoff.height:
         df, cols = labelled(payoff, PAYOFF_COLUMNS)
         out += ["", "### Measured payoff per deployment (the paired timing job: one device, one job)", "",
                 md_table(df, cols)]
+    if ablations is not None and ablations.height:
+        out += ["", "## Input ablations: alpha beside the plain run's", "", md_table(ablations, ABLATION_COLUMNS)]
     out += ["", "## Plots", ""]
     out += [f"- ![{title}]({name})" for name, title in PLOTS.values()]
     for d in analyses:
@@ -751,6 +783,18 @@ def render_markdown(runs: Sequence[Run], summary: pl.DataFrame, loop: pl.DataFra
     return "\n".join(out) + "\n"
 
 
+def tree_plots(trees: pl.DataFrame, ranks: pl.DataFrame) -> dict[str, bytes]:
+    """The trees' two figures (tree_plots.py draws them to files, with their data as CSV): their PNG bytes."""
+    import tempfile
+    from pathlib import Path
+
+    from .tree_plots import plot_rank_shares, plot_tree_budget
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return {"trees": plot_tree_budget(trees, Path(tmp) / "trees.png").read_bytes(),
+                "ranks": plot_rank_shares(ranks, Path(tmp) / "ranks.png").read_bytes()}
+
+
 # ------------------------------------------------------------------------------------ the job
 def build_html_report(runs: Sequence[Run], inputs, manifests: Mapping[str, str], n_boot: int = acc.N_BOOT,
                       max_samples: int = MAX_SAMPLES) -> HtmlReport:
@@ -758,8 +802,13 @@ def build_html_report(runs: Sequence[Run], inputs, manifests: Mapping[str, str],
 
     `inputs`: the acceptance CSVs as attributes `summary`, `per_position`, `cost`, `loop`;
     `manifests`: dataset -> manifest Parquet; the runs name every other artifact (stages.runs)."""
-    summary, per_position = read_csv(inputs.summary), read_csv(inputs.per_position)
+    summary_all = read_csv(inputs.summary)
+    # the plain runs everywhere; the input ablations' rows have their own table (report.ablation_table)
+    summary, per_position = plain_runs(summary_all), plain_runs(read_csv(inputs.per_position))
+    ablations = ablation_table(summary_all)
     cost, loop = read_csv(inputs.cost), read_csv(inputs.loop)
+    trees = read_csv(inputs.trees) if hasattr(inputs, "trees") else pl.DataFrame()
+    ranks = read_csv(inputs.ranks) if hasattr(inputs, "ranks") else pl.DataFrame()
     man = {ds: pl.read_parquet(p) for ds, p in manifests.items()}
     analyses = [analyse_run(r, man.get(r.dataset), n_boot=n_boot) for r in runs]
     n_ds = len({r.dataset for r in runs})
@@ -775,10 +824,12 @@ def build_html_report(runs: Sequence[Run], inputs, manifests: Mapping[str, str],
         "divergence": plot_divergence(analyses, label),
         "disagreements": plot_disagreements(analyses, label),
         "attributes": plot_attributes(analyses, label),
+        **tree_plots(trees, ranks),
     }
     text = answer(runs, summary, loop, label)
-    page = render_html(runs, summary, per_position, cost, loop, analyses, man, plots, text, label, max_samples)
-    md = render_markdown(runs, summary, loop, analyses, text, label)
+    page = render_html(runs, summary, per_position, cost, loop, analyses, man, plots, text, label, max_samples,
+                       trees=trees, ablations=ablations)
+    md = render_markdown(runs, summary, loop, analyses, text, label, trees=trees, ablations=ablations)
     return HtmlReport(html=page, markdown=md, plots=plots)
 
 

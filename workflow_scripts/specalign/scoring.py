@@ -37,6 +37,16 @@ Per position j (in TARGET ids):
   beside Leviathan's alpha (the mean of summin). Neither bounds the other in general: a
   confident draft whose argmax is the target's mode beats sum-min, a draft close to p
   in distribution with a different mode loses to it. Greedy: `match`, exactly (as summin).
+- `target_rank` = the rank of y_j among the draft's proposals: the index, in the draft's
+  DRAFT-id order (descending logit, ties to the lower id: `draft_order`, the order the tree loop
+  expands, and the one whose first element is torch's argmax), of the first draft id whose
+  d2t_first is y_j; `rank_k` when none of the first `rank_k` is (or y_j is unreachable).
+  So target_rank == 0 iff match. Duplicates: several draft ids may propose one target id (their
+  first target ids coincide); only the first of them in draft order counts, and a later one is a
+  duplicate proposal that the tree loop (`tree_loop.py`) never accepts (as an unmapped draft id
+  it occupies its rank and proposes nothing new), so the rank of y_j counts every draft id
+  before it, duplicates and unmapped ones included. This is what makes the tree replay exact
+  (trees.py). Across vocabularies the rank is over the draft's first-token projection.
 """
 from __future__ import annotations
 
@@ -83,10 +93,32 @@ def argmax_acceptance(p: torch.Tensor, draft_token: torch.Tensor) -> torch.Tenso
     return p.gather(-1, draft_token.clamp(min=0)[:, None])[:, 0] * mapped.to(p.dtype)
 
 
+RANK_K = 16  # default cap of target_rank (config `scoring.rank_k`)
+
+
+def draft_order(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """The draft ids of the k largest logits per row, in descending order, ties to the lower id
+    (a stable sort): element 0 is torch's argmax (documented to return the first maximal index),
+    so rank 0 is the chain's proposal. Sorted on the logits' device, like the loop's argmax."""
+    k = min(int(k), logits.shape[-1])
+    return torch.sort(logits, dim=-1, descending=True, stable=True).indices[..., :k]
+
+
+def target_ranks(q_logits: torch.Tensor, d2t: torch.Tensor, y: torch.Tensor, rank_k: int) -> torch.Tensor:
+    """target_rank per row (module doc): the index of the first of the draft's top `rank_k` draft ids
+    (`draft_order`) whose first target id d2t is y[j]; `rank_k` when none is. LongTensor [n] (CPU)."""
+    if isinstance(rank_k, bool) or int(rank_k) != rank_k or rank_k < 1:
+        raise ValueError(f"scoring.rank_k must be an integer >= 1, got {rank_k!r}")
+    order = draft_order(q_logits, int(rank_k)).cpu()
+    hit = d2t[order] == y[:, None]
+    first = hit.to(torch.int8).argmax(-1)   # the first True (argmax returns the first maximal index)
+    return torch.where(hit.any(-1), first, torch.full_like(first, int(rank_k)))
+
+
 @torch.no_grad()
 def score_sample(draft: Backend, target: Backend, draft_prompt: PromptInputs, target_prompt: PromptInputs,
                  target_stream: Sequence[int], token_map, decoding: Decoding,
-                 max_new_tokens: int | None = None) -> list[dict]:
+                 max_new_tokens: int | None = None, rank_k: int = RANK_K) -> list[dict]:
     """Rows of the "scores" artifact for one sample (see the module doc)."""
     max_new_tokens = decoding.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
     y = [int(t) for t in target_stream]
@@ -112,6 +144,10 @@ def score_sample(draft: Backend, target: Backend, draft_prompt: PromptInputs, ta
     y_t = torch.tensor(y, dtype=torch.long)
     draft_token = d2t[argmax]
     match = draft_token == y_t
+    rank = target_ranks(q_dev, d2t, y_t, rank_k)
+    if bool(((rank == 0) != match).any()):  # a device whose sort and argmax break ties differently
+        raise RuntimeError(f"sample {target_prompt.sample_id}: the draft's stable sort and its argmax disagree "
+                           "on a tie; target_rank would not be 0 exactly where match is")
     target_lp = token_logprobs(p_logits, decoding).gather(-1, y_t[:, None])[:, 0]
     if decoding.greedy:
         q_t = token_map.push_forward(torch.softmax(q_logits, -1), d2t, vt)
@@ -131,13 +167,13 @@ def score_sample(draft: Backend, target: Backend, draft_prompt: PromptInputs, ta
     return [dict(sample_id=sid, position=j, target_token=y[j], draft_token=int(draft_token[j]),
                  draft_argmax_id=int(argmax[j]), match=bool(match[j]), draft_logprob=float(draft_lp[j]),
                  target_logprob=float(target_lp[j]), summin=float(summin[j]), mapped_mass=float(mapped[j]),
-                 target_prob_of_draft_argmax=float(argmax_prob[j]), is_eos=y[j] == eos,
+                 target_prob_of_draft_argmax=float(argmax_prob[j]), target_rank=int(rank[j]), is_eos=y[j] == eos,
                  max_new_tokens=max_new_tokens) for j in range(n)]
 
 
 def score_table(draft: Backend, target: Backend, items: Iterable[tuple[PromptInputs, PromptInputs, Sequence[int]]],
                 token_map, decoding: Decoding, max_new_tokens: int | None = None,
-                progress: Callable[[int, int], None] | None = None):
+                progress: Callable[[int, int], None] | None = None, rank_k: int = RANK_K):
     """The "scores" artifact for (draft_prompt, target_prompt, target_stream) items, one sample
     per pass pair (no batching: each pass already covers the whole stream)."""
     from .artifacts import table
@@ -145,7 +181,8 @@ def score_table(draft: Backend, target: Backend, items: Iterable[tuple[PromptInp
     items = list(items)
     rows: list[dict] = []
     for k, (dp, tp, stream) in enumerate(items, 1):
-        rows.extend(score_sample(draft, target, dp, tp, stream, token_map, decoding, max_new_tokens))
+        rows.extend(score_sample(draft, target, dp, tp, stream, token_map, decoding, max_new_tokens,
+                                rank_k))
         if progress is not None:
             progress(k, len(items))
     return table("scores", rows)

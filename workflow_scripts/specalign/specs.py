@@ -127,6 +127,9 @@ class Run:
     target_tokens: tuple[str, ...] = field(default_factory=tuple)
     rounds: tuple[str, ...] = field(default_factory=tuple)
     timing: str | None = None  # the paired timing job's table (timing.py): every cost ratio of the run
+    # an input ablation's name (ablations.py): `scores` is then the ablated pass along the target's plain
+    # stream, and the run has no loop, timing or free-running draft stream of its own; None: the plain run
+    ablation: str | None = None
 
     def __post_init__(self):
         if isinstance(self.decoding, dict):  # as it comes back from a job spec (JSON)

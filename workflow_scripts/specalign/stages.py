@@ -17,6 +17,7 @@ import json
 from dataclasses import asdict
 from typing import Any, Iterator
 
+from . import ablations
 from .config import CLIPS, dataset_root, model_spec_dict, tokenizer_path
 from .specs import Run, schema_defaults
 
@@ -34,6 +35,7 @@ WILDCARDS: dict[str, tuple[str, ...]] = {
     "distill": ("model",),
     "generate": ("dataset", "model", "decoding", "shard"),
     "score": ("dataset", "pair", "decoding"),
+    "score_ablation": ("dataset", "pair", "decoding", "ablation"),
     "speculative": ("dataset", "pair", "decoding", "gamma", "shard"),
     "timing": ("dataset", "pair", "decoding"),
     "acceptance": (),
@@ -102,6 +104,22 @@ def timing_file(dataset: str, pair: str, decoding: str) -> str:
     return f"results/timing/{dataset}/{pair}/{decoding}.parquet"
 
 
+def rank_k(cfg: dict) -> int:
+    """scoring.rank_k: the cap of the scores' target_rank."""
+    return int({**schema_defaults("scoring"), **cfg.get("scoring", {})}["rank_k"])
+
+
+def tree_settings(cfg: dict) -> dict:
+    """The trees the acceptance job replays (trees.csv), checked here so that a bad tree stops the
+    workflow before any job starts, naming its key (trees.from_config)."""
+    from .trees import config_trees
+
+    trees = dict(cfg.get("trees") or {})
+    budgets = list(cfg.get("tree_budgets", schema_defaults()["tree_budgets"]))
+    config_trees(trees, cfg["gammas"], rank_k(cfg))
+    return {"trees": trees, "budgets": budgets, "rank_k": rank_k(cfg)}
+
+
 def evaluated(cfg: dict) -> list[str]:
     """The datasets measured (all but those with `evaluate: false`, which only a distillation reads)."""
     return sorted(d for d, ds in cfg["datasets"].items() if ds.get("evaluate", True))
@@ -124,6 +142,34 @@ def runs(cfg: dict) -> list[Run]:
                     rounds=round_files(cfg, d, p, dec),
                     timing=timing_file(d, p, dec),
                 ))
+    return out
+
+
+def score_file(dataset: str, pair: str, decoding: str, ablation: str | None = None) -> str:
+    """The scores of a run: the plain pass, or an input ablation's pass along the same target stream."""
+    return f"results/score/{dataset}/{pair}/{decoding}{'' if ablation is None else '.' + ablation}.parquet"
+
+
+def ablation_jobs(cfg: dict) -> list[dict]:
+    """Every (dataset, pair, decoding, ablation) an input ablation is scored at (ablations.applies)."""
+    abl = ablations.configured(cfg)
+    return [{"dataset": d, "pair": p, "decoding": dec, "ablation": name}
+            for d in evaluated(cfg) for p in pairs(cfg) for dec in sorted(cfg["decodings"])
+            for name, a in abl.items() if ablations.applies(a, pair_models(p), dec)]
+
+
+def ablation_runs(cfg: dict) -> list[Run]:
+    """One run per ablation job: the plain run's keys, the ablated scores, the target's plain stream;
+    no loop, timing or draft stream (the ablation is one teacher-forced pass, nothing generated)."""
+    out = []
+    for j in ablation_jobs(cfg):
+        draft, target = pair_models(j["pair"])
+        out.append(Run(dataset=j["dataset"], pair=j["pair"], draft=draft, target=target,
+                       decoding=decoding(cfg, j["decoding"]), ablation=j["ablation"],
+                       scores=score_file(j["dataset"], j["pair"], j["decoding"], j["ablation"]),
+                       translation=f"results/translation/{j['pair']}.parquet",
+                       target_vocab=f"results/vocab/{target}.parquet",
+                       target_tokens=shard_files(cfg, j["dataset"], target, j["decoding"])))
     return out
 
 
@@ -215,6 +261,8 @@ def spec(cfg: dict, stage: str, **w: Any) -> dict:
         draft, target = pair_models(w["pair"])
         out = {**_samples(cfg, w["dataset"]), "draft": _model(cfg, draft), "target": _model(cfg, target),
                "decoding": decoding(cfg, w["decoding"])}
+        if stage == "score":   # the cap of target_rank (trees.py): changing it rescores
+            out["rank_k"] = rank_k(cfg)
         if stage == "speculative":
             out.update(_shard(cfg, w["shard"]), gamma=int(w["gamma"]))
             limit = cfg["speculative"]["greedy_samples"]
@@ -223,6 +271,10 @@ def spec(cfg: dict, stage: str, **w: Any) -> dict:
             if cfg["decodings"][w["decoding"]]["do_sample"]:
                 # a greedy draft proposes its argmax whatever the setting: it must not rerun greedy loops
                 out["draft_sampling"] = cfg["speculative"]["draft_sampling"]
+    elif stage == "score_ablation":   # the score job's spec (same passes, same rank_k) + the ablation
+        a = ablations.configured(cfg)[w["ablation"]]
+        out = {**spec(cfg, "score", dataset=w["dataset"], pair=w["pair"], decoding=w["decoding"]),
+               "ablation": ablations.job_entry(w["ablation"], a)}
     elif stage == "timing":
         draft, target = pair_models(w["pair"])
         t = cfg["timing"]
@@ -234,6 +286,10 @@ def spec(cfg: dict, stage: str, **w: Any) -> dict:
     elif stage == "acceptance":
         out = {"runs": [asdict(r) for r in runs(cfg)], "gammas": list(cfg["gammas"]), "bootstrap": cfg["bootstrap"],
                "comparisons": comparisons(cfg)}
+        ab = ablation_runs(cfg)
+        if ab:   # only when configured: a config without ablations keeps its tables' fingerprint
+            out["ablation_runs"] = [asdict(r) for r in ab]
+        out["trees"] = tree_settings(cfg)
     elif stage == "report":
         out = {"runs": [asdict(r) for r in runs(cfg)]}
     elif stage == "report_html":
@@ -281,6 +337,8 @@ def all_jobs(cfg: dict) -> Iterator[tuple[str, dict]]:
                     for k in shards:
                         yield "speculative", {"dataset": d, "pair": p, "decoding": dec, "gamma": g, "shard": k}
                 yield "timing", {"dataset": d, "pair": p, "decoding": dec}
+    for j in ablation_jobs(cfg):
+        yield "score_ablation", j
     yield "acceptance", {}
     yield "report", {}
     yield "report_html", {}

@@ -68,9 +68,11 @@ TABLES = ("summary", "per_position", "cost", "loop")
 
 
 def acceptance_tables(runs: list[Run], gammas: list[int], n_boot: int, log=None,
-                      comparisons: list[dict] = ()) -> dict[str, pl.DataFrame]:
+                      comparisons: list[dict] = (), ablation_runs: list[Run] = ()) -> dict[str, pl.DataFrame]:
     """Every run's rows of the four acceptance tables (summary columns first, SUMMARY_COLUMNS),
-    and the before/after rows of each distilled draft ("distillation", stages.comparisons)."""
+    and the before/after rows of each distilled draft ("distillation", stages.comparisons).
+    The input ablations' runs (stages.ablation_runs) add summary and per_position rows, their
+    `ablation` column naming the ablation (null on the plain runs' rows)."""
     rows: dict[str, list] = {name: [] for name in TABLES}
     for run in runs:
         parts = run_tables(run, list(gammas), int(n_boot))
@@ -85,7 +87,26 @@ def acceptance_tables(runs: list[Run], gammas: list[int], n_boot: int, log=None,
     out["histograms"] = pl.concat([histograms.frame([]), *(histograms.run_histograms(r, list(gammas)) for r in runs)])
     out["per_position"] = histograms.with_marginals(out["per_position"], out["histograms"])
     out["histogram_checks"] = histograms.checks(out["histograms"], out["summary"], out["loop"])
+    if ablation_runs:
+        _add_ablations(out, list(ablation_runs), list(gammas), int(n_boot), log)
     return out
+
+
+def _add_ablations(out: dict[str, pl.DataFrame], runs: list[Run], gammas: list[int], n_boot: int, log) -> None:
+    """The ablated runs' summary and per_position rows, appended. Each is measured like a plain run from
+    its scores (alpha and the replayed rounds with their intervals, per position, with the marginals of
+    its own replay histograms); it has no loop, timing or free-running draft stream, so those columns
+    are null. Its histograms stay out of histograms.csv and the profiles, which describe deployable runs."""
+    summary, per_pos = [], []
+    for run in runs:
+        s, pp, _, _ = run_tables(run, gammas, n_boot)
+        summary += s
+        if pp:
+            per_pos.append(histograms.with_marginals(_frame(pp), histograms.run_histograms(run, gammas)))
+        if log is not None:
+            log.info("%s %s ablation %s: %d summary rows", run.pair, run.decoding.name, run.ablation, len(s))
+    out["summary"] = pl.concat([out["summary"], _frame(summary, SUMMARY_COLUMNS)], how="diagonal_relaxed")
+    out["per_position"] = pl.concat([out["per_position"], *per_pos], how="diagonal_relaxed")
 
 
 def distillation_row(c: dict, n_boot: int) -> dict:
@@ -128,7 +149,8 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
     streams = acc.streams(scores)  # checked once: the replay summary and the loop check replay it
     replay = acc.replay_summary(scores, gammas, n_boot=n_boot, stream_set=streams)
     targets = read_streams(run.target_tokens)  # read once: the positional match and the loop check use it
-    pm = positional(run, targets)
+    # an input ablation's run (ablations.py) has no free-running draft stream: no positional match
+    pm = positional(run, targets) if run.draft_tokens else None
     alpha = float(replay["leviathan_alpha"][0]) if replay.height else math.nan
     # the answers' real mean length: a length budget of 128 would understate the prefill's share
     mean_len = scores.group_by("sample_id").len()["len"].mean() if scores.height else None
@@ -152,7 +174,7 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
     measured_cols = ("n_samples", "rounds", "drafted", "accepted", "token_acceptance_rate", "tau", "tokens_per_call")
     for row in replay.iter_rows(named=True):
         g = row["gamma"]
-        out = {**run.keys, "gamma": g}
+        out = {**run.keys, "ablation": run.ablation, "gamma": g}
         if is_greedy:
             # exact: greedy speculative decoding replayed from the teacher-forced matches
             out.update({k: row[k] for k in measured_cols})
@@ -175,7 +197,7 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
         out["draft_sampling"] = "argmax" if is_greedy else drafting.get(g)
         out["leviathan_alpha"] = row["leviathan_alpha"]
         out["alpha_argmax"] = aa["alpha_argmax"]
-        out["positional_match_rate"] = pm.positional_match_rate
+        out["positional_match_rate"] = pm.positional_match_rate if pm else None
         # measured (null on iid_from_alpha rows)
         for k in ("token_acceptance_rate_lo", "token_acceptance_rate_hi", "tau_lo", "tau_hi",
                   "token_acceptance_rate_in_answer", "token_acceptance_rate_in_answer_lo",
@@ -188,7 +210,7 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
             # predicted by the i.i.d. model from leviathan_alpha, on every row
             "iid_token_acceptance": row["iid_token_acceptance"],
             "iid_tau": acc.expected_tokens_per_call(alpha, g) if math.isfinite(alpha) else None,
-            "positional_match_rate_min_len": pm.positional_match_rate_min_len,
+            "positional_match_rate_min_len": pm.positional_match_rate_min_len if pm else None,
             # measured by the real loop where it ran at this gamma
             "loop_token_acceptance_rate": loop_summ[g]["token_acceptance_rate"] if g in loop_summ else None,
             "loop_tau": loop_summ[g]["tau"] if g in loop_summ else None,
@@ -211,7 +233,7 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
         summary.append(out)
         src = ci if ci else {}
         for i in range(1, g + 1):
-            per_pos.append({**run.keys, "gamma": g, "position": i, "method": out["method"],
+            per_pos.append({**run.keys, "ablation": run.ablation, "gamma": g, "position": i, "method": out["method"],
                             "unconditional": src.get(f"pos{i}_uncond"), "conditional": src.get(f"pos{i}_cond")})
 
     for g, r in sorted(loops.items()):
