@@ -40,7 +40,7 @@ rule score_ablation:
     log:
         "logs/score/{dataset}/{pair}/{decoding}.{ablation}.log",
     resources:
-        mem_mb=score_plan_mem_mb,
+        mem_mb=plan_mem_mb("score_ablation"),
         gpu=pair_gpu,
     params:
         job=job_spec("score_ablation"),

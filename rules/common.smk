@@ -71,12 +71,6 @@ def plan_mem_mb(stage):
     return lambda w: resource_plan.mem_mb(PLAN, stage, dict(w.items()))
 
 
-def score_plan_mem_mb(wildcards):
-    """An ablation job's mem_mb: the score job of its pair's (the same two passes per sample)."""
-    w = {k: v for k, v in wildcards.items() if k != "ablation"}
-    return resource_plan.mem_mb(PLAN, "score", w)
-
-
 def fingerprint(stage):
     return stages.fingerprint_pattern(stage)
 

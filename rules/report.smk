@@ -10,6 +10,8 @@ rule report:
         loop="results/acceptance/loop_vs_replay.csv",
         distillation="results/acceptance/distillation.csv",
         trees="results/acceptance/trees.csv",
+        grounding="results/acceptance/grounding.csv",
+        oracle="results/acceptance/oracle.csv",
         scores=expand(
             "results/score/{dataset}/{pair}/{decoding}.parquet",
             dataset=EVALUATED,

@@ -14,6 +14,8 @@ rule report_html:
         loop="results/acceptance/loop_vs_replay.csv",
         trees="results/acceptance/trees.csv",
         ranks="results/acceptance/ranks.csv",
+        grounding="results/acceptance/grounding.csv",
+        oracle="results/acceptance/oracle.csv",
         vocab=sorted({r.target_vocab for r in stages.runs(config)}),
         manifest=sorted(stages.spec(config, "report_html")["manifests"].values()),
         fingerprint=fingerprint("report_html"),

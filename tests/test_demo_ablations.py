@@ -130,3 +130,33 @@ def test_colour_is_rgb_only(res, words, draft):
         bound = 0.25 + 2 * math.sqrt(0.25 * 0.75 / c.height)
         assert c["match"].mean() < bound, (ablation, c["match"].mean(), bound)
         assert abs(float(c["draft_logprob"].mean()) - math.log(0.25)) < 0.2, (ablation, c["draft_logprob"].mean())
+
+
+def test_grounding_classes_name_colour_rgb_only_and_what_distillation_left(res, words):
+    """grounding.csv (config.yaml: the mean frame for the target, blank events for the draft): colour words are
+    RGB-only (the target loses them without its frames, the draft never had them); the distilled draft's misses
+    are almost all RGB-only (distillation fixed the style: README's 'colour words are what is left'), the
+    original draft's mostly language (its own phrasing)."""
+    from specalign import grounding as G
+
+    g = pl.read_csv(res / "acceptance/grounding.csv")
+    share = {(r["draft"], r["grounding"]): r["mismatch_share"] for r in g.iter_rows(named=True)}
+    assert share[("demo_draft_distilled", "rgb_only")] > 0.8, g
+    assert share[("demo_draft", "language")] > 0.5, g
+    plain = scores(res, words, "demo_draft")
+    classified = G.classify(G.token_drops(plain, scores(res, words, "demo_draft", MEAN),
+                                          scores(res, words, "demo_draft", BLANK)), 1.0, 1.0)
+    colour = classified.filter(pl.col("cls") == "colour")
+    assert (colour["grounding"] == "rgb_only").mean() >= 0.9, colour["grounding"].value_counts()
+
+
+def test_oracle_lookahead_drafts_only_what_is_accepted(res):
+    """oracle.csv: the per-round oracle gamma takes the rounds of the fixed gamma at its cap (both accept
+    min(gamma, run of matches)) without a single rejected proposal."""
+    o = pl.read_csv(res / "acceptance/oracle.csv")
+    for draft in DRAFTS:
+        og = o.filter((pl.col("draft") == draft) & (pl.col("kind") == "oracle_gamma")
+                      & pl.col("gamma_cap").is_not_null()).row(0, named=True)
+        fixed = o.filter((pl.col("draft") == draft) & (pl.col("kind") == "measured") & (pl.col("decoding") == "greedy")
+                         & (pl.col("gamma") == og["gamma_cap"])).row(0, named=True)
+        assert og["rounds"] == fixed["rounds"] and og["drafted"] == og["accepted"] < fixed["drafted"]

@@ -11,10 +11,13 @@ Before distillation the draft's largest disagreements are its style words (the f
 not colours: the test says which draft each truth is about.
 
 One run of the whole demo (5-10 minutes on 2 cores: the demo models train for real); every assertion
-reads its artifacts. Opt in with `pytest -m demo`: the README's test command leaves it out to keep
+reads its artifacts. SPECALIGN_DEMO_RUN=/path/to/a/finished/demo/workdir reads that run instead. Opt in with `pytest -m demo`: the README's test command leaves it out to keep
 the suite within its time budget (pyproject.toml addopts).
 """
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -30,12 +33,16 @@ DRAFT, DISTILLED, TARGET = "demo_draft", "demo_draft_distilled", "demo_target"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    wd = copy_workflow(tmp_path_factory.mktemp("demo"))
-    write_config(wd, yaml.safe_load((REPO / "config.yaml").read_text()))
-    snakemake(wd, cores="all", timeout=1800)
-    res = wd / "results"
+    if os.environ.get("SPECALIGN_DEMO_RUN"):   # a finished demo workdir (as in test_demo_ablations.py)
+        res = Path(os.environ["SPECALIGN_DEMO_RUN"]) / "results"
+    else:
+        wd = copy_workflow(tmp_path_factory.mktemp("demo"))
+        write_config(wd, yaml.safe_load((REPO / "config.yaml").read_text()))
+        snakemake(wd, cores="all", timeout=1800)
+        res = wd / "results"
     summary = pl.read_csv(res / "acceptance/summary.csv").filter(
-        (pl.col("target") == TARGET) & (pl.col("decoding") == "greedy") & (pl.col("gamma") == 1))
+        (pl.col("target") == TARGET) & (pl.col("decoding") == "greedy") & (pl.col("gamma") == 1)
+        & pl.col("ablation").is_null())   # the plain runs (test_demo_ablations.py reads the ablated ones)
     return {"summary": {r["draft"]: r for r in summary.iter_rows(named=True)},
             "disagreements": pl.read_csv(res / "explain/disagreements.csv").filter(pl.col("decoding") == "greedy"),
             "distillation": pl.read_csv(res / "acceptance/distillation.csv"),

@@ -206,8 +206,6 @@ def test_grounding_table_from_artifacts(tmp_path):
     assert grounding.grounding_table([plain], ablated, None).height == 0
 
 
-@pytest.mark.xfail(strict=True, reason="wiring pending: stages.spec('acceptance') must carry "
-                   "out['grounding'] = grounding.spec_entry(cfg) (stages.py's owner); then drop this marker")
 def test_acceptance_spec_carries_the_grounding_settings():
     from specalign import stages
 

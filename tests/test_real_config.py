@@ -26,7 +26,7 @@ from workflow_helpers import copy_workflow
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 REAL_CONFIG = REPO / "config" / "real_models.yaml"
-GPU_RULES = ("generate", "score", "speculative", "timing", "distill")
+GPU_RULES = ("generate", "score", "score_ablation", "speculative", "timing", "distill")
 DEMO_RULES = ("demo_data", "demo_tokenizers", "demo_model")
 # The command README.md "Running on the real models" gives (plus -n and the profile).
 CLI = ("--configfile", "config/real_models.yaml")
@@ -106,6 +106,11 @@ def expected_counts(cfg: dict) -> dict[str, int]:
             len(spec.get("greedy_gammas", [4]) if not cfg["decodings"][d].get("do_sample") else spec["gammas"])
             for d in spec["decodings"]),
         "timing": n_ds * n_pairs * n_dec,   # the paired timing job: one per dataset x pair x decoding
+        # an input ablation: one score job per pair whose draft (side draft) or target it names, per decoding
+        "score_ablation": n_ds * sum(
+            len(a.get("decodings") or cfg["decodings"]) * sum(
+                1 for p in cfg["pairs"] if p["draft" if a["side"] == "draft" else "target"] in a["models"])
+            for a in cfg.get("ablations", {}).values()),
         "acceptance": 1,
         "report": 1,
         "report_html": 1,
@@ -188,10 +193,16 @@ def test_dry_run_slurm_profile(workdir):
         if rule == "all":
             continue
         assert int(res["mem_mb"]) == plan.mem_mb(plans, rule, wildcards), (rule, wildcards, res)
-        if rule in ("generate", "score", "speculative", "timing", "distill"):  # a 7B model: staged on the host
+        if rule in GPU_RULES:  # a 7B model: staged on the host
             assert int(res["mem_mb"]) > 8000 and int(res["cpus_per_task"]) >= 4, (rule, res)
             seen.add(rule)
-    assert seen == {"generate", "score", "speculative", "timing", "distill"}
+    assert seen == set(GPU_RULES)
+    # an ablation's job is its pair's score job with one input changed: the same plan
+    for rule, res, wildcards in planned(proc.stdout, with_wildcards=True):
+        if rule == "score_ablation":
+            w = {k: v for k, v in wildcards.items() if k != "ablation"}
+            a, b = plans[plan.job_key(rule, wildcards)], plans[plan.job_key("score", w)]
+            assert (a.devices, a.host) == (b.devices, b.host), (wildcards, a, b)
 
 
 def test_manifest_of_a_dsec_layout_folder(workdir):

@@ -171,12 +171,14 @@ def test_all_jobs_are_the_planned_jobs_of_the_real_config():
     """1 evaluated dataset (the train set, evaluate: false, is only distilled on) x 6 models / pairs:
     1 manifest, 6 vocab, 6 translation, 96 generate (6 x 2 decodings x 8 shards), 12 score, 240 speculative
     (6 pairs x 8 shards x (4 sampled gammas + the greedy check at gamma 4)), 12 timing (6 pairs x 2 decodings),
-    1 distill, acceptance, report, report_html; no demo stage."""
+    11 score_ablation (greedy: blank and time-reversed events for the 3 pairs of the 2 EventGPT drafts, the mean
+    frame for the 5 pairs of Video-LLaVA), 1 distill, acceptance, report, report_html; no demo stage."""
     from collections import Counter
 
     counts = Counter(stage for stage, _ in stages.all_jobs(real_config()))
     assert counts == {"manifest": 1, "vocab": 6, "translation": 6, "generate": 96, "score": 12,
-                      "speculative": 240, "timing": 12, "distill": 1, "acceptance": 1, "report": 1, "report_html": 1}
+                      "speculative": 240, "timing": 12, "score_ablation": 11, "distill": 1, "acceptance": 1,
+                      "report": 1, "report_html": 1}
 
 
 DERIVED = ("video_llava_7b_int8", "video_llava_7b_8l", "eventgpt_7b_distilled")

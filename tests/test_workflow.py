@@ -343,6 +343,28 @@ def test_input_ablations(demo_run):
     assert pp.filter(pl.col("ablation") == "blank_events")["marginal"].is_not_null().all()
 
 
+def test_grounding_classes_and_oracle_bounds(demo_run):
+    """grounding.csv classes every token of the plain greedy run by the two ablations the config names; its
+    mismatches are the plain scores' own, recounted here; oracle.csv's bounds stand beside measured rows."""
+    acc = demo_run / "results/acceptance"
+    g = pl.read_csv(acc / "grounding.csv")
+    assert set(g["grounding"]) == {"language", "event_grounded", "rgb_only", "both"}
+    assert (g["decoding"] == "greedy").all() and set(g["target_ablation"]) == {"mean_frame"}
+    plain = pl.read_parquet(demo_run / "results/score/demo/demo_draft__demo_target/greedy.parquet")
+    assert g["tokens"].sum() == plain.height and g["mismatches"].sum() == (~plain["match"]).sum()
+    assert g["token_share"].sum() == pytest.approx(1.0, abs=1e-5)
+    o = pl.read_csv(acc / "oracle.csv")
+    assert set(o.filter(pl.col("is_bound"))["kind"]) == {"oracle_gamma"}   # one draft: no router
+    og = o.filter(pl.col("kind") == "oracle_gamma")
+    assert og.height and (og["decoding"] == "greedy").all()
+    # an oracle lookahead never drafts a rejected token: what it drafts is what it accepts
+    assert (og["drafted"] == og["accepted"]).all()
+    report = (demo_run / "results/report.md").read_text()
+    assert "## Grounding classes" in report and "## Oracle bounds" in report
+    page = (demo_run / "results/report/index.html").read_text()
+    assert "Grounding classes" in page and "Oracle bounds" in page
+
+
 def test_added_ablation_runs_only_its_jobs(demo_run):
     cfg = tiny_config()
     cfg["ablations"]["reversed_events"] = {"side": "draft", "kind": "time_reversed", "decodings": ["greedy"]}

@@ -345,7 +345,7 @@ def plan_job(cfg: dict, stage: str, w: dict, models: dict[str, Model | None]) ->
         plan.add(m.device, f"kv cache (batch {m.batch_size} x {ctx} tokens)", m.kv(m.batch_size, ctx))
         plan.add(m.device, "prefill activations", m.forward(m.batch_size, m.prompt_tokens, 1))
         return _with_runtime(plan, [m])
-    if stage in ("score", "speculative", "timing"):
+    if stage in ("score", "score_ablation", "speculative", "timing"):   # an ablation: the score job's passes
         draft, target = (models[n] for n in w["pair"].split("__"))
         if draft is None or target is None:
             return None
@@ -361,7 +361,7 @@ def plan_job(cfg: dict, stage: str, w: dict, models: dict[str, Model | None]) ->
             plan.add(m.device, f"{role} {m.name} weights", m.weights())
             plan.add(m.device, f"{role} kv cache ({ctx} tokens)", m.kv(1, ctx))
             # scoring keeps the logits of every answer position; the loop one round's
-            logits = dec["max_new_tokens"] if stage == "score" else extra
+            logits = dec["max_new_tokens"] if stage in ("score", "score_ablation") else extra
             plan.add(m.device, f"{role} activations", m.forward(1, ctx, logits))
         return _with_runtime(plan, [draft, target])
     if stage == "distill":

@@ -32,7 +32,8 @@ def md_table(df: pl.DataFrame, columns: list[str]) -> str:
 # report shows them under a "(predicted)" header, so no table presents a prediction as a measurement.
 PREDICTED = ("iid_token_acceptance", "iid_tau", "expected_speedup_iid", "speedup_iid", "latency_speedup",
              "best_gamma", "best_gamma_lo", "best_gamma_hi", "predicted_speedup", "predicted_speedup_overlapped",
-             "predicted_speedup_steady", "free_draft_tokens", "break_even_alpha")
+             "predicted_speedup_steady", "free_draft_tokens", "break_even_alpha", "speedup_at_c",
+             "best_fixed_speedup_at_c")
 
 PAYOFF_COLUMNS = ["dataset", "draft", "target", "decoding", "deployment", "gamma", "draft_sampling", "device",
                   "measured_speedup", "measured_speedup_lo", "measured_speedup_hi", "verdict", "c", "c_lo", "c_hi",
@@ -153,6 +154,56 @@ def trees_section(trees: pl.DataFrame) -> list[str]:
             md_table(pred, cols), ""]
 
 
+GROUNDING_COLUMNS = ["dataset", "draft", "target", "decoding", "grounding", "tokens", "token_share", "match_rate",
+                     "match_rate_lo", "match_rate_hi", "mismatches", "mismatch_share", "mismatch_share_lo",
+                     "mismatch_share_hi", "mean_rgb_drop", "mean_event_drop"]
+ORACLE_COLUMNS = ["dataset", "target", "decoding", "draft", "kind", "gamma", "gamma_cap", "candidates", "routed",
+                  "rounds", "drafted", "tau", "tokens_per_call", "mean_gamma", "leviathan_alpha", "c", "speedup_at_c",
+                  "best_fixed_gamma", "best_fixed_speedup_at_c"]
+
+
+def oracle_bounds(oracle: pl.DataFrame | None) -> pl.DataFrame:
+    """oracle.csv's bound rows (the router across drafts, the per-round oracle gamma): the measured rows
+    they stand beside are the summary's."""
+    if oracle is None or not oracle.height or "is_bound" not in oracle.columns:
+        return pl.DataFrame()
+    return oracle.filter(pl.col("is_bound"))
+
+
+def grounding_section(grounding: pl.DataFrame | None) -> list[str]:
+    if grounding is None or not grounding.height:
+        return []
+    head = grounding.row(0, named=True)
+    return ["## Grounding classes: which misses no event-only draft can fix", "",
+            "Each target token of the plain greedy run is classed by two input ablations' log-probability drops:",
+            f"RGB-grounded where the target's drops by >= {head['target_threshold_nats']:g} nats without its frames",
+            f"(`{head['target_ablation']}`), event-grounded where the draft's drops by >= "
+            f"{head['draft_threshold_nats']:g} nats without its events (`{head['draft_ablation']}`):",
+            "`language` (neither: style and templates, what a distillation can fix), `event_grounded`, `rgb_only`",
+            "(only the frames know it: no draft that sees only events can fix these from its input, the ceiling of",
+            "every distillation) and `both`. Measured per class: the draft's match rate and its share of the run's",
+            "mismatches, with 95% bootstrap intervals over clips. A measurement of these two ablations at these",
+            "thresholds, not a causal proof.", "",
+            md_table(grounding.sort(["dataset", "target", "draft", "decoding", "grounding"]), GROUNDING_COLUMNS), ""]
+
+
+def oracle_section(oracle: pl.DataFrame | None) -> list[str]:
+    bounds = oracle_bounds(oracle)
+    if not bounds.height:
+        return []
+    pred, cols = _labelled(bounds, ORACLE_COLUMNS)
+    return ["## Oracle bounds: what knowing the match bits in advance would give (not deployable)", "",
+            "Bounds from the stored match bits, beside the measured drafts above (oracle.csv also holds those rows,",
+            "`is_bound` false). `oracle_router`: each clip sent to the draft of its target that needs the fewest",
+            "target calls (`routed`: clips per draft); router minus the best single draft is what routing across",
+            "drafts could add. `oracle_gamma`: each round proposes exactly the tokens the target will accept",
+            "(`gamma_cap`: the largest configured gamma, or empty: any lookahead): the same rounds as the fixed",
+            "gamma at the cap with no wasted proposal, so its gain shows in `speedup_at_c` (predicted: emitted /",
+            "(rounds + c drafted), prefills and verify length ignored) against `best_fixed_speedup_at_c`: what an",
+            "adaptive lookahead could add. Small headroom: the draft itself must improve. Greedy runs only.", "",
+            md_table(pred, cols), ""]
+
+
 def _labelled(df: pl.DataFrame, columns: list[str], also=()) -> tuple[pl.DataFrame, list[str]]:
     """`df` with its predicted columns renamed "<name> (predicted)", and `columns` to match."""
     names = {c: f"{c} (predicted)" for c in (*PREDICTED, *also) if c in df.columns}
@@ -161,7 +212,8 @@ def _labelled(df: pl.DataFrame, columns: list[str], also=()) -> tuple[pl.DataFra
 
 def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats: dict[str, dict],
            explained: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]],
-           trees: pl.DataFrame | None = None) -> str:
+           trees: pl.DataFrame | None = None, grounding: pl.DataFrame | None = None,
+           oracle: pl.DataFrame | None = None) -> str:
     labelled = _labelled
     ablations = ablation_table(summary)
     summary = plain_runs(summary)
@@ -266,6 +318,7 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
                 "alpha unchanged by construction (only the target's log-probabilities move). Diagnoses, not",
                 "deployable drafts: no loop, timing or payoff is formed for them.", "",
                 md_table(ablations, ABLATION_COLUMNS), ""]
+    out += grounding_section(grounding) + oracle_section(oracle)
     out += ["", "## Vocabularies", ""]
     for pair, s in stats.items():
         out.append(f"- **{pair}**: draft {s['draft_size']} ids, target {s['target_size']} ids, "
@@ -341,8 +394,8 @@ def build_report(runs: list[Run], inputs) -> tuple[str, str]:
         explained[key] = (top, by_reason(scores, reachable), by_position(scores))
         tables.append(top.with_columns(*(pl.lit(v).alias(k) for k, v in r.keys.items())))
     disagreements = pl.concat(tables).write_csv(float_precision=6) if tables else ""
-    trees = read_csv(inputs.trees) if hasattr(inputs, "trees") else None
-    md = render(read_csv(inputs.summary), read_csv(inputs.loop), read_csv(inputs.cost), stats, explained, trees)
+    extra = {k: read_csv(getattr(inputs, k)) if hasattr(inputs, k) else None for k in ("trees", "grounding", "oracle")}
+    md = render(read_csv(inputs.summary), read_csv(inputs.loop), read_csv(inputs.cost), stats, explained, **extra)
     return md + distillation_section(read_csv(inputs.distillation)) + clip_datasets_section(inputs.clips), disagreements
 
 

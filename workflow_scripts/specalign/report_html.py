@@ -40,11 +40,14 @@ from . import acceptance as acc
 from .divergence import TOKEN_CLASSES, Divergence, analyse_run
 from .report import (
     ABLATION_COLUMNS,
+    GROUNDING_COLUMNS,
+    ORACLE_COLUMNS,
     PAYOFF_COLUMNS,
     TREE_COLUMNS,
     ablation_table,
     draft_ranking,
     md_table,
+    oracle_bounds,
     payoff_table,
     plain_runs,
     read_csv,
@@ -652,7 +655,8 @@ CAPTIONS = {
 def render_html(runs: Sequence[Run], summary: pl.DataFrame, per_position: pl.DataFrame, cost: pl.DataFrame,
                 loop: pl.DataFrame, analyses: Sequence[Divergence], manifests: Mapping[str, pl.DataFrame],
                 plots: Mapping[str, bytes], answer_text: str, label, max_samples: int = MAX_SAMPLES,
-                trees: pl.DataFrame | None = None, ablations: pl.DataFrame | None = None) -> str:
+                trees: pl.DataFrame | None = None, ablations: pl.DataFrame | None = None,
+                grounding: pl.DataFrame | None = None, oracle: pl.DataFrame | None = None) -> str:
     fig = {k: _figure_html(k, plots[k], CAPTIONS[k]) for k in PLOTS}
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -696,6 +700,19 @@ def render_html(runs: Sequence[Run], summary: pl.DataFrame, per_position: pl.Dat
                 "away or scrambled: alpha beside the plain run's. A target-side ablation leaves greedy alpha "
                 "unchanged by construction. Diagnoses, not deployable drafts.</p>",
                 html_table(ablations, ABLATION_COLUMNS)]
+    if grounding is not None and grounding.height:
+        out += ["<h2>Grounding classes: which misses no event-only draft can fix</h2>",
+                "<p>Each target token classed by two input ablations' log-probability drops (the target without "
+                "its frames, the draft without its events): language (what a distillation can fix), "
+                "event-grounded, RGB-only (no event draft can fix these from its input) or both; the draft's "
+                "match rate and share of mismatches per class, measured, with 95% CIs over clips.</p>",
+                html_table(grounding, GROUNDING_COLUMNS)]
+    bounds = oracle_bounds(oracle)
+    if bounds.height:
+        out += ["<h2>Oracle bounds (not deployable)</h2>",
+                "<p>From the stored match bits: a router sending each clip to the target's best draft for it, "
+                "and a per-round oracle lookahead that proposes exactly what the target accepts; beside the "
+                "measured drafts above. Greedy runs only.</p>", html_table(bounds, ORACLE_COLUMNS)]
     out += ["<h2>Why the seed's number was wrong: first divergence vs teacher-forced acceptance</h2>",
             fig["divergence"]]
     for d in analyses:
@@ -735,7 +752,8 @@ def render_html(runs: Sequence[Run], summary: pl.DataFrame, per_position: pl.Dat
 # ------------------------------------------------------------------------------------ Markdown
 def render_markdown(runs: Sequence[Run], summary: pl.DataFrame, loop: pl.DataFrame,
                     analyses: Sequence[Divergence], answer_text: str, label,
-                    trees: pl.DataFrame | None = None, ablations: pl.DataFrame | None = None) -> str:
+                    trees: pl.DataFrame | None = None, ablations: pl.DataFrame | None = None,
+                grounding: pl.DataFrame | None = None, oracle: pl.DataFrame | None = None) -> str:
     """The page's answer and tables in Markdown (report.py's md_table), the plots linked beside it."""
     def labelled(df: pl.DataFrame, columns: list[str]) -> tuple[pl.DataFrame, list[str]]:
         names = {c: f"{c} (predicted)" for c in PREDICTED if c in df.columns}
@@ -809,6 +827,8 @@ def build_html_report(runs: Sequence[Run], inputs, manifests: Mapping[str, str],
     cost, loop = read_csv(inputs.cost), read_csv(inputs.loop)
     trees = read_csv(inputs.trees) if hasattr(inputs, "trees") else pl.DataFrame()
     ranks = read_csv(inputs.ranks) if hasattr(inputs, "ranks") else pl.DataFrame()
+    grounding = read_csv(inputs.grounding) if hasattr(inputs, "grounding") else None
+    oracle = read_csv(inputs.oracle) if hasattr(inputs, "oracle") else None
     man = {ds: pl.read_parquet(p) for ds, p in manifests.items()}
     analyses = [analyse_run(r, man.get(r.dataset), n_boot=n_boot) for r in runs]
     n_ds = len({r.dataset for r in runs})
@@ -828,7 +848,7 @@ def build_html_report(runs: Sequence[Run], inputs, manifests: Mapping[str, str],
     }
     text = answer(runs, summary, loop, label)
     page = render_html(runs, summary, per_position, cost, loop, analyses, man, plots, text, label, max_samples,
-                       trees=trees, ablations=ablations)
+                       trees=trees, ablations=ablations, grounding=grounding, oracle=oracle)
     md = render_markdown(runs, summary, loop, analyses, text, label, trees=trees, ablations=ablations)
     return HtmlReport(html=page, markdown=md, plots=plots)
 

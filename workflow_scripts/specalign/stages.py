@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict
 from typing import Any, Iterator
 
-from . import ablations
+from . import ablations, grounding
 from .config import CLIPS, dataset_root, model_spec_dict, tokenizer_path
 from .specs import Run, schema_defaults
 
@@ -290,6 +290,9 @@ def spec(cfg: dict, stage: str, **w: Any) -> dict:
         if ab:   # only when configured: a config without ablations keeps its tables' fingerprint
             out["ablation_runs"] = [asdict(r) for r in ab]
         out["trees"] = tree_settings(cfg)
+        g = grounding.spec_entry(cfg)   # the grounding classes' ablations and thresholds
+        if g:   # only when configured: a config without classes keeps its tables' fingerprint
+            out["grounding"] = g
     elif stage == "report":
         out = {"runs": [asdict(r) for r in runs(cfg)]}
     elif stage == "report_html":
