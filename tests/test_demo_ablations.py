@@ -146,7 +146,9 @@ def test_grounding_classes_name_colour_rgb_only_and_what_distillation_left(res, 
     plain = scores(res, words, "demo_draft")
     classified = G.classify(G.token_drops(plain, scores(res, words, "demo_draft", MEAN),
                                           scores(res, words, "demo_draft", BLANK)), 1.0, 1.0)
-    colour = classified.filter(pl.col("cls") == "colour")
+    colour = classified.join(plain.select("sample_id", "position", "cls"), on=["sample_id", "position"]).filter(
+        pl.col("cls") == "colour")
+    assert colour.height
     assert (colour["grounding"] == "rgb_only").mean() >= 0.9, colour["grounding"].value_counts()
 
 
