@@ -131,6 +131,7 @@ def test_mean_frame_by_hand():
 def _cfg(**abl):
     cfg = tiny_config()
     cfg.pop("ablations", None)
+    cfg.pop("grounding", None)   # it names the committed ablations (tests/test_grounding.py checks it)
     if abl:
         cfg["ablations"] = abl
     _validate(cfg)

@@ -48,9 +48,11 @@ def test_self_drafts_run_through_every_stage(tmp_path_factory):
     # per new model: 1 vocab, 2 decodings x 2 shards of generation; per new pair: 1 translation,
     # 2 scores, 2 decodings x 1 loop gamma x 2 shards; one distillation, one text draft trained; no demo
     # model of the run is retrained, and none of its loop jobs reruns. Timing: 2 decodings per new pair, and
-    # the run's own pair's 2 (its loop is timed at speculative.gammas, edited here)
+    # the run's own pair's 2 (its loop is timed at speculative.gammas, edited here). Input ablations
+    # (.test/config.yaml): the target's mean frame for each new pair (blank events name demo_draft only)
     assert planned_jobs(wd, *CLONE_TRIGGERS) == {"demo_model": 1, "distill": 1, "vocab": 4, "translation": 4,
                                                  "generate": 16, "score": 8, "speculative": 16, "timing": 10,
+                                                 "score_ablation": 4,
                                                  "acceptance": 1, "report": 1, "report_html": 1, "all": 1}
     snakemake(wd, *CLONE_TRIGGERS)
     res = wd / "results"

@@ -23,7 +23,9 @@ from workflow_helpers import (
 
 pytestmark = pytest.mark.slow
 
-PER_DATASET = {"build_clips": 1, "manifest": 1, "generate": 8, "score": 2, "speculative": 8, "timing": 2}
+# score_ablation: .test/config.yaml's two greedy ablations (blank events, the mean frame) of the one pair
+PER_DATASET = {"build_clips": 1, "manifest": 1, "generate": 8, "score": 2, "speculative": 8, "timing": 2,
+               "score_ablation": 2}
 
 
 def jobs_for(n_datasets: int) -> dict[str, int]:
