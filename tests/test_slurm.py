@@ -158,9 +158,9 @@ def test_gpu_jobs_ask_for_a_gpu_and_get_one(slurm_run):
         else:
             assert gpus == [], f"{path}: a job without a GPU was submitted with --gpus: {call}"
             assert cvd == "", f"{path}: CPU job got CUDA_VISIBLE_DEVICES={cvd!r}"
-    # the draft: 2 decodings x 2 shards of generation, 2 scorings, 2 decodings x 2 loop gammas x 2 shards, and
-    # the 2 ablation scorings (logs/score/.../greedy.{ablation}.log)
-    assert n_gpu == 4 + 2 + 8 + 2
+    # the draft: 2 decodings x 2 shards of generation, 2 scorings, 2 decodings x 2 loop gammas x 2 shards,
+    # the 2 ablation scorings (logs/score/.../greedy.{ablation}.log) and the 2 paired timing jobs (one per decoding)
+    assert n_gpu == 4 + 2 + 8 + 2 + 2
 
 
 def _parquets(run: Path) -> list[Path]:
