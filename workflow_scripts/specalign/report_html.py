@@ -44,6 +44,7 @@ from .report import (
     ORACLE_COLUMNS,
     PAYOFF_COLUMNS,
     TREE_COLUMNS,
+    _labelled,
     ablation_table,
     draft_ranking,
     md_table,
@@ -756,8 +757,7 @@ def render_markdown(runs: Sequence[Run], summary: pl.DataFrame, loop: pl.DataFra
                 grounding: pl.DataFrame | None = None, oracle: pl.DataFrame | None = None) -> str:
     """The page's answer and tables in Markdown (report.py's md_table), the plots linked beside it."""
     def labelled(df: pl.DataFrame, columns: list[str]) -> tuple[pl.DataFrame, list[str]]:
-        names = {c: f"{c} (predicted)" for c in PREDICTED if c in df.columns}
-        return df.rename(names), [names.get(c, c) for c in columns]
+        return _labelled(df, columns, also=PREDICTED)   # the page's set: the model's and the ranking's
 
     out = ["# specalign: the HTML report's summary", "", answer_text, "",
            "Measured columns are plain; columns of the i.i.d. model are marked (predicted). Intervals: 95% "
