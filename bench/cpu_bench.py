@@ -5,7 +5,7 @@ generation, batching, the acceptance tables at full scale, workflow overhead, st
 One command (`bash bench/cpu.sh`, or `python bench/cpu_bench.py`), about 9-13 minutes on a 2-core
 machine; `--quick` runs every section at tiny sizes in well under a minute (tests/test_bench_cpu.py).
 Nothing is downloaded: the models are tiny random-weight Llamas with a word-level tokenizer, written
-to disk and loaded back through specalign's `CausalLMBackend` (the way tests/conftest.py does);
+to disk and loaded back through specalign's `CausalLMBackend` (the way tests/builders.py does);
 the draft is a noisy copy of the target (same tokenizer, `TokenMap.identity`).
 
 Measurement rules (a shared 2-core machine): torch runs on 1 thread (OMP_NUM_THREADS=1); every
@@ -20,7 +20,7 @@ Sections:
    `speculative.speculative_decode` (greedy) on the same pair and prompts: tokens/s, ratio, output
    == the target's greedy output (specalign `generate`, and HF plain greedy beside it), forward
    calls per method. Then the target's generation + one teacher-forced pass (`scoring.score_sample`) +
-   `acceptance.replay_rounds` for gammas 1..8 against the loop run at those 8 gammas: the like-for-like
+   `replay.replay_rounds` for gammas 1..8 against the loop run at those 8 gammas: the like-for-like
    cost ratio (and the one with the target's stream given, per gamma too), accepted counts equal.
 2. scoring vs generation: `score_sample` (one target + one draft pass) against `generate` of the
    target and the draft stream, per sample, at 16, 64 and 128 new tokens.
@@ -104,7 +104,7 @@ REAL_SHARD_TOKENS = 138 * 128  # tokens in one generate shard of the real run (1
 
 # The tiny models' tokenizer and the workflow copies are the test suite's own helpers (tests/).
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import BOS_ID, EOS_ID, N_FIXED, PAD_ID, build_word_tokenizer  # noqa: E402
+from builders import BOS_ID, EOS_ID, N_FIXED, PAD_ID, add_noise, build_word_tokenizer  # noqa: E402
 from workflow_helpers import copy_workflow, parse_job_stats  # noqa: E402
 
 
@@ -153,11 +153,7 @@ def build_noisy_copy(src: Path, dst: Path, sigma: float, seed: int = 1) -> Path:
     from transformers import LlamaForCausalLM
 
     model = LlamaForCausalLM.from_pretrained(src)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.add_(torch.randn(p.shape, generator=g) * p.std() * sigma)
+    add_noise(model, sigma, seed)
     model.save_pretrained(dst)
     for f in Path(src).iterdir():
         if f.name.startswith(("tokenizer", "special_tokens")):
@@ -224,8 +220,8 @@ def hf_generate(target_model, prompt, n: int, assistant=None) -> list[int]:
 
 # ------------------------------------------------------------------------------------------ section 1
 def section_peer(ctx: dict, S: dict) -> dict:
-    from specalign.acceptance import replay_rounds
     from specalign.generation import generate
+    from specalign.replay import replay_rounds
     from specalign.scoring import score_sample
     from specalign.specs import Decoding
     from specalign.speculative import rounds_rows, speculative_decode
@@ -485,7 +481,7 @@ def walk_greedy_loop(proposals, target, gamma: int, max_new_tokens: int) -> list
     """The rounds of a greedy draft-verify loop along one target stream, walked token by token:
     (start, drafted, accepted, emitted tokens) per round.
 
-    A second implementation of the rule `acceptance.replay` vectorises (docs/architecture.md), written the
+    A second implementation of the rule `replay.replay` vectorises (docs/architecture.md), written the
     way the loop runs (propose, verify, take the target's token) instead of from runs of matches, so that
     section 4's loop-vs-replay rows compare two computations. proposals[j] is the draft's argmax given the
     target's prefix target[:j] (a scores table's draft_token): in a greedy loop a round's i-th proposal is
@@ -1191,7 +1187,7 @@ def render_doc(res: dict, why: dict[str, str]) -> str:
               f"{t['tokens_per_clip']} tokens, {t['pairs']} pairs x {t['decodings']} decodings, gammas 1..8 replayed, "
               f"loop rounds at gammas {t['loop_gammas']} for {t['loop_decodings']} (walked token by token from "
               "the synthetic proposals and target tokens by `walk_greedy_loop`, a second implementation of the "
-              "greedy loop's rule, so the greedy loop-vs-replay rows compare it with `acceptance.replay` through the "
+              "greedy loop's rule, so the greedy loop-vs-replay rows compare it with `replay.replay` through the "
               "table code; section 1 compares the replay with the real loop), "
               f"{t['shards']} shards per model x decoding, bootstrap {t['bootstrap']}; "
               f"{t['files']} Parquet files, {t['bytes_on_disk'] / 2**20:.0f} MiB, built in {t['build_s']:.0f} s "

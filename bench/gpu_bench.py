@@ -33,7 +33,7 @@ Sections (each written to the JSON as soon as it is done; a time budget skips wh
 6. drafts: decode ms per token of the target vs variants made from a deep copy of it with
    specalign.backends.variants: `quantize` (`--quant-methods`; cuda: int8_weight, int4_weight; cpu:
    int8_dynamic) and `truncate_layers` (`--truncate-layers`, 2, 4, 8); c = variant / target and the
-   i.i.d. speedup (specalign.acceptance.expected_speedup at best_gamma) at an ASSUMED `--alpha`
+   i.i.d. speedup (specalign.speedup.expected_speedup at best_gamma) at an ASSUMED `--alpha`
    (0.9). A variant that fails (e.g. int4_weight without the `int4` extra, mslk) is recorded as an error string.
 
 Random weights: c, ms and tokens/s depend on the shapes only and carry over to real 7B models;
@@ -264,44 +264,6 @@ def median(xs) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
 
 
-def replay_accepted(matches, gamma: int, n: int) -> list[int]:
-    """Accepted count per round replayed from teacher-forced matches (docs/architecture.md rule;
-    specalign.acceptance.replay_rounds when importable: it needs polars, absent on the GPU image)."""
-    try:
-        from specalign.acceptance import replay_rounds
-    except ImportError:
-        replay_rounds = _replay_rounds_local
-    return [r.accepted for r in replay_rounds(matches, gamma, n)]
-
-
-class _Round:
-    def __init__(self, start, drafted, accepted, emitted):
-        self.start, self.drafted, self.accepted, self.emitted = start, drafted, accepted, emitted
-
-
-def _replay_rounds_local(matches, gamma: int, max_new_tokens: int) -> list[_Round]:
-    m = [bool(x) for x in matches]
-    n = len(m)
-    run = [0] * (n + 1)
-    for j in range(n - 1, -1, -1):
-        run[j] = run[j + 1] + 1 if m[j] else 0
-    rounds, s = [], 0
-    while s < n:
-        g = max(0, min(gamma, max_new_tokens - s - 1))
-        a = min(g, run[s], n - s)
-        emitted = a if s + a == n else a + 1
-        rounds.append(_Round(s, g, a, emitted))
-        s += emitted
-    return rounds
-
-
-def leviathan_speedup(alpha: float, gamma: int, c: float) -> float:
-    if not (alpha == alpha and c == c):
-        return float("nan")
-    tokens = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
-    return tokens / (gamma * c + 1)
-
-
 # ------------------------------------------------------------------------------------------ sections
 def section_cost(backends: dict, prompts, args, budget: Budget, device) -> dict:
     from specalign.generation import generate
@@ -369,8 +331,10 @@ def section_loop(drafts: dict, target, prompts, ref: dict, token_map, args, budg
                  cost: dict, results: dict, save) -> dict:
     """Fills `results` (draft -> numbers) in place and calls `save()` after every gamma, so a run
     killed by its timeout still leaves what it measured."""
+    from specalign.replay import replay_rounds
     from specalign.specs import Decoding
     from specalign.speculative import speculative_decode
+    from specalign.speedup import expected_speedup, expected_tokens_per_call
 
     dec = Decoding(name="greedy", do_sample=False, max_new_tokens=args.new_tokens)
     prompts = [p for p in prompts if p.sample_id in ref]
@@ -384,7 +348,7 @@ def section_loop(drafts: dict, target, prompts, ref: dict, token_map, args, budg
         results[dname] = {"greedy_match_rate": alpha, "c": c, "gammas": per_gamma}
         for gamma in args.gammas:
             # i.i.d. estimate from the measured match rate: tokens / tau rounds of gamma draft steps + a verify
-            tau = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
+            tau = expected_tokens_per_call(alpha, gamma)
             est = len(prompts) * args.new_tokens / tau * t_tok * (1 + gamma * c) * 1.3
             if not budget.fits(est, f"loop {dname} gamma {gamma}"):
                 continue
@@ -399,7 +363,7 @@ def section_loop(drafts: dict, target, prompts, ref: dict, token_map, args, budg
                 agg["target_only_ms"] += r["target_only_ms"]
                 if out == r["tokens"]:
                     agg["outputs_equal_reference"] += 1
-                    replay = replay_accepted(matches[p.sample_id], gamma, args.new_tokens)
+                    replay = [x.accepted for x in replay_rounds(matches[p.sample_id], gamma, args.new_tokens)]
                     agg["replay_equal"] += int(replay == [rd["accepted"] for rd in rounds])
                 else:
                     agg["first_divergence"].append(next((j for j, (a, b) in enumerate(zip(out, r["tokens"])) if a != b),
@@ -413,7 +377,7 @@ def section_loop(drafts: dict, target, prompts, ref: dict, token_map, args, budg
                 speedup=agg["target_only_ms"] / loop_ms,
                 token_acceptance_rate=agg["accepted"] / max(1, agg["drafted"]),
                 tau=agg["emitted"] / max(1, agg["rounds"]),
-                predicted_speedup_iid=leviathan_speedup(alpha, gamma, c),
+                predicted_speedup_iid=expected_speedup(alpha, gamma, c),
             )
             per_gamma[str(gamma)] = agg
             log(f"loop {dname} gamma {gamma}: {agg['loop_tokens_per_s']:.1f} tok/s vs target-only "
@@ -570,36 +534,14 @@ def section_bandwidth(target, shape: dict, args, budget: Budget, cost: dict, sav
     return results
 
 
-def iid_model():
-    """(expected_speedup, best_gamma): specalign.acceptance's, or local copies of its formulas where it
-    cannot be imported (it needs polars, absent on the GPU image)."""
-    try:
-        from specalign.acceptance import best_gamma, expected_speedup
-        return expected_speedup, best_gamma, "specalign.acceptance"
-    except ImportError:
-        pass
-
-    def expected_speedup(alpha, gamma, c):
-        return float(sum(alpha ** k for k in range(int(gamma) + 1))) / (gamma * float(c) + 1.0)
-
-    def best_gamma(alpha, c, max_gamma=16):
-        if alpha <= c:
-            return 0
-        s = [expected_speedup(alpha, g, c) for g in range(1, max_gamma + 1)]
-        best = max(range(len(s)), key=lambda i: (s[i], -i))
-        return best + 1 if s[best] > 1.0 else 0
-
-    return expected_speedup, best_gamma, "local copy of specalign.acceptance (polars missing)"
-
-
 def section_drafts(target, shape: dict, args, budget: Budget, cost: dict, build_s: float, save,
                    results: dict) -> dict:
     """Decode ms per token of the target vs each variant made from a deep copy of it with
     specalign.backends.variants (quantize / truncate_layers); c = variant / target; the i.i.d.
     speedup at the ASSUMED `--alpha`. A variant that fails is recorded as its error string."""
     from specalign.backends import variants
+    from specalign.speedup import best_gamma, expected_speedup
 
-    expected_speedup, best_gamma, impl = iid_model()
     alpha = args.alpha
     n_layers = len(variants.decoder_layers(target.model)[1])
     results.update({
@@ -608,7 +550,7 @@ def section_drafts(target, shape: dict, args, budget: Budget, cost: dict, build_
                        "model's acceptance; the quantized self-draft's alpha is what the workflow's loop measures "
                        "on the demo. predicted_speedup_iid = expected_speedup(alpha, best_gamma(alpha, c), c); "
                        "1.0 where best_gamma is 0 (no gamma beats plain decoding)."),
-        "iid_model": impl, "decode_steps": args.decode_steps, "prompt_len": args.prompt_len,
+        "iid_model": "specalign.speedup", "decode_steps": args.decode_steps, "prompt_len": args.prompt_len,
         "target": {}, "variants": {},
     })
     prompts = random_prompts(2, args.prompt_len, shape["vocab_size"], args.seed + 500, "dr")

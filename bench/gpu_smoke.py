@@ -41,7 +41,6 @@ from pathlib import Path
 T_START = time.perf_counter()
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow_scripts"))
-sys.path.insert(0, str(REPO / "bench"))
 
 import torch  # noqa: E402
 
@@ -325,9 +324,8 @@ def loop_check(s: Smoke, draft, dprompts, tmap, name: str, sampled: bool, scores
     """The speculative loop over the test prompts at every gamma. Greedy: output == the target's
     greedy stream, rounds == the replay of `scores`' matches (float32: exactly; else see the module
     doc). Sampled: round invariants, and the same seed gives the same output."""
-    from gpu_bench import replay_accepted
-
     from specalign.artifacts import write_parquet
+    from specalign.replay import replay_rounds
     from specalign.speculative import rounds_table, speculative_decode, speculative_sample
 
     target, dec = s.state["target"], decoding(s, sampled)
@@ -361,8 +359,8 @@ def loop_check(s: Smoke, draft, dprompts, tmap, name: str, sampled: bool, scores
                 continue
             same_out = toks == g.token_ids
             same_rounds = (matches.get(tp.sample_id) is None or
-                           [x["accepted"] for x in r] == replay_accepted(matches[tp.sample_id], gamma,
-                                                                           dec.max_new_tokens))
+                           [x["accepted"] for x in r] == [y.accepted for y in replay_rounds(
+                               matches[tp.sample_id], gamma, dec.max_new_tokens)])
             if not (same_out and same_rounds):
                 differ.append(tp.sample_id)
                 if not flagged:
@@ -534,7 +532,7 @@ def report_check(s: Smoke) -> dict:
                              distillation=art / "distillation.csv", stats=[art / "draft__target.stats.json"], clips=[])
     md, disagreements = build_report(runs(s), inputs)
     for want in ("# specalign report", "## The real draft-verify loop against the replay", "draft__target",
-                 "smoke · draft -> target · greedy"):
+                 "smoke · draft → target · greedy"):
         expect(want in md, f"the report lacks {want!r}")
     if s.state.get("comparisons"):
         expect("## Distillation: before and after" in md, "the report lacks the distillation section")

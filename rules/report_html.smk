@@ -10,7 +10,6 @@ rule report_html:
         unpack(acceptance_inputs),
         summary="results/acceptance/summary.csv",
         per_position="results/acceptance/per_position.csv",
-        cost="results/acceptance/cost_model.csv",
         loop="results/acceptance/loop_vs_replay.csv",
         trees="results/acceptance/trees.csv",
         ranks="results/acceptance/ranks.csv",
@@ -72,6 +71,18 @@ rule report_html:
             caption="../report/rank_shares.rst",
             category="Trees",
         ),
+        # each figure's numbers, beside its PNG (same name), for whoever re-plots
+        data=[
+            "results/report/speedup_grid.csv",
+            "results/report/acceptance_vs_gamma.csv",
+            "results/report/acceptance_vs_temperature.csv",
+            "results/report/per_position.csv",
+            "results/report/tree_budget.csv",
+            "results/report/rank_shares.csv",
+            "results/report/first_divergence.csv",
+            "results/report/disagreements.csv",
+            "results/report/sample_attributes.csv",
+        ],
     log:
         "logs/report_html/report_html.log",
     resources:

@@ -1,4 +1,4 @@
-"""Tests for specalign.acceptance: hand-worked rounds, formulas and summaries.
+"""Tests for specalign.acceptance, .replay, .speedup and .bootstrap: hand-worked rounds, formulas and summaries.
 
 Every expected number below is worked out by hand in the comment above it, from the rule in
 docs/architecture.md ("Greedy round replay"):
@@ -15,23 +15,16 @@ import pytest
 
 from specalign.acceptance import (
     PositionalMatch,
-    Round,
-    best_gamma,
-    bootstrap_ci,
-    bootstrap_ratio_of_means_ci,
     cost_model,
-    drafted_in_answer,
-    expected_speedup,
-    expected_tokens_per_call,
-    iid_token_acceptance,
-    per_position,
     positional_match,
     positional_match_rate,
-    replay_rounds,
     replay_rounds_table,
     replay_summary,
     rounds_summary,
 )
+from specalign.bootstrap import bootstrap_ci, bootstrap_ratio_of_means_ci
+from specalign.replay import Round, drafted_in_answer, per_position, replay_rounds
+from specalign.speedup import best_gamma, expected_speedup, expected_tokens_per_call, iid_token_acceptance
 
 
 def R(*t):
@@ -188,7 +181,8 @@ def _naive_rounds(m, gamma, budget):
 def test_batched_replay_equals_the_rule_walked_per_stream():
     # All samples advance together in `replay`; each must get exactly its own stream's rounds, whatever
     # its neighbours (runs of True must not leak across the end of one stream into the next).
-    from specalign.acceptance import replay, replay_rounds_table, streams
+    from specalign.acceptance import replay_rounds_table, streams
+    from specalign.replay import replay
 
     rng = np.random.default_rng(77)
     data = {f"s{k:03d}": ((rng.random(n) < rng.random()).astype(int).tolist(), n + int(rng.integers(0, 4)))
@@ -227,7 +221,7 @@ def test_streams_name_the_bad_sample():
 
 def test_resampled_sums_are_the_sums_of_the_drawn_samples():
     # The counts-matrix product must equal summing each resample's drawn samples (the definition).
-    from specalign.acceptance import _resampled_sums
+    from specalign.bootstrap import _resampled_sums
 
     rng = np.random.default_rng(5)
     a, b = rng.integers(0, 50, 37).astype(float), rng.integers(1, 9, 37).astype(float)
@@ -721,7 +715,7 @@ def test_best_gamma_does_not_increase_with_c():
 
 
 def test_run_lengths_hand_worked():
-    from specalign.acceptance import _run_lengths
+    from specalign.replay import _run_lengths
 
     got = _run_lengths(np.array([1, 1, 0, 1, 0, 0, 1, 1, 1], dtype=bool)).tolist()
     assert got == [2, 1, 0, 1, 0, 0, 3, 2, 1]

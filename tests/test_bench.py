@@ -12,7 +12,6 @@ import importlib.util
 import json
 import math
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -118,7 +117,7 @@ def test_bandwidth_section(tiny_run):
 
 def leviathan_closed_form(alpha: float, gamma: int, c: float) -> float:
     """Leviathan et al.'s Theorem 3.8, (1 - alpha^(gamma+1)) / ((1 - alpha)(gamma c + 1)): the closed form
-    of the geometric sum the bench and specalign.acceptance add up term by term."""
+    of the geometric sum specalign.speedup (which the bench imports) adds up term by term."""
     return (1 - alpha ** (gamma + 1)) / ((1 - alpha) * (gamma * c + 1))
 
 
@@ -136,7 +135,7 @@ def test_drafts_section(tiny_run):
     res, stdout, _ = tiny_run
     args, dr = res["args"], res["drafts"]
     assert dr["assumed_alpha"] == args["alpha"] == 0.9 and "ASSUMED" in dr["alpha_note"]
-    assert dr["iid_model"] == "specalign.acceptance"
+    assert dr["iid_model"] == "specalign.speedup"
     target_ms = dr["target"]["decode_ms"]
     assert _finite_positive(target_ms) and dr["target"]["layers"] == res["shape"]["num_hidden_layers"]
     target_steps = dr["target"]["decode_steps_ms"]
@@ -170,23 +169,32 @@ def test_drafts_section(tiny_run):
     assert "drafts from the target" in stdout and "layers1" in stdout
 
 
-def test_the_iid_model_at_hand_worked_values(monkeypatch):
-    """Both implementations the bench may use (specalign.acceptance's, and its local copy where polars is
-    missing) at values worked by hand: alpha 0.5, gamma 2, c 0.5 -> (1 + 0.5 + 0.25) / 2 = 0.875; alpha 0.9,
-    c 0.1 -> gamma 10 is best, (1 - 0.9^11) / (0.1 x 2) = 3.430947 (gamma 9: 3.428008, gamma 11: 3.417002);
-    alpha <= c -> 0 (no gamma beats plain decoding)."""
-    bench = load_bench()
-    impls = [bench.iid_model()]
-    monkeypatch.setitem(sys.modules, "specalign.acceptance", None)  # its import now fails: the local copy
-    impls.append(bench.iid_model())
-    assert [i[2] for i in impls] == ["specalign.acceptance", "local copy of specalign.acceptance (polars missing)"]
-    for expected_speedup, best_gamma, _ in impls:
-        assert expected_speedup(0.5, 2, 0.5) == pytest.approx(0.875)
-        assert best_gamma(0.9, 0.1) == 10
-        assert expected_speedup(0.9, 10, 0.1) == pytest.approx(3.430947, abs=1e-6)
-        assert expected_speedup(0.9, 9, 0.1) == pytest.approx(3.428008, abs=1e-6)
-        assert expected_speedup(0.9, 11, 0.1) == pytest.approx(3.417002, abs=1e-6)
-        assert best_gamma(0.5, 0.6) == 0 and best_gamma(0.5, 0.5) == 0
+def test_the_iid_model_at_hand_worked_values():
+    """The i.i.d. model the bench reports (specalign.speedup) at values worked by hand: alpha 0.5, gamma 2,
+    c 0.5 -> (1 + 0.5 + 0.25) / 2 = 0.875; alpha 0.9, c 0.1 -> gamma 10 is best, (1 - 0.9^11) / (0.1 x 2)
+    = 3.430947 (gamma 9: 3.428008, gamma 11: 3.417002); alpha <= c -> 0 (no gamma beats plain decoding)."""
+    from specalign.speedup import best_gamma, expected_speedup
+
+    assert expected_speedup(0.5, 2, 0.5) == pytest.approx(0.875)
+    assert best_gamma(0.9, 0.1) == 10
+    assert expected_speedup(0.9, 10, 0.1) == pytest.approx(3.430947, abs=1e-6)
+    assert expected_speedup(0.9, 9, 0.1) == pytest.approx(3.428008, abs=1e-6)
+    assert expected_speedup(0.9, 11, 0.1) == pytest.approx(3.417002, abs=1e-6)
+    assert best_gamma(0.5, 0.6) == 0 and best_gamma(0.5, 0.5) == 0
+
+
+def test_the_bench_formulas_import_without_polars():
+    """The GPU image has no polars: the replay rule and the i.i.d. model the bench (and bench/gpu_smoke.py)
+    import from the package, specalign.replay and specalign.speedup, must not need it. Hand-worked: matches
+    1 1 0 1, gamma 2, budget 4 -> s=0: g=2, a=2, emitted 3; s=3: g=min(2, 4-3-1)=0, a=0 -> accepted [2, 0]."""
+    code = ("import sys; sys.modules['polars'] = None\n"
+            "from specalign.replay import replay_rounds\n"
+            "from specalign.speedup import expected_speedup\n"
+            "print([r.accepted for r in replay_rounds([1, 1, 0, 1], 2, 4)], expected_speedup(0.5, 2, 0.5))")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow_scripts"), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[2,", "0]", "0.875"]
 
 
 def test_a_failing_variant_is_recorded_not_raised(tmp_path):
@@ -216,22 +224,6 @@ def test_budget_skips_work_and_still_writes_the_json(tmp_path):
     assert any(s.startswith("bandwidth") for s in res["skipped"]) and any(s.startswith("drafts") for s in res["skipped"])
     assert res["skipped"] and res["reference"]["streams"] == 0
     assert all(d["gammas"] == {} for d in res["loop"].values())
-
-
-def test_local_replay_is_the_workflow_rule():
-    """The fallback used where polars is missing equals specalign.acceptance.replay_rounds."""
-    from specalign.acceptance import replay_rounds
-
-    bench = load_bench()
-    rng = random.Random(0)
-    for _ in range(200):
-        n = rng.randint(1, 30)
-        budget = rng.randint(n, n + 3)
-        m = [rng.random() < 0.7 for _ in range(n)]
-        for gamma in (1, 2, 3, 5, 8):
-            want = [(r.start, r.drafted, r.accepted, r.emitted) for r in replay_rounds(m, gamma, budget)]
-            got = [(r.start, r.drafted, r.accepted, r.emitted) for r in bench._replay_rounds_local(m, gamma, budget)]
-            assert got == want
 
 
 def test_timing_stability_quick_run_reports_what_it_measured(tmp_path):

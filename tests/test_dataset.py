@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from specalign import artifacts, dataset, video
-from specalign.dataset import EventFileError, SampleError, UnsafePickleError
+from specalign import artifacts, dataset, event_files, video
+from specalign.dataset import SampleError
+from specalign.event_files import EventFileError, UnsafePickleError
 
 
 def _events(n=6, x0=0):
@@ -26,7 +27,7 @@ def test_load_event_file_round_trip(tmp_path):
     d = dict(_events(), time_start=np.int64(5), duration_ms=5.0, image_timestamp=np.arange(3.0),
              image_idx=[1, 2], num_events=6, name="clip", flag=np.bool_(True), f=np.float32(0.5))
     np.save(tmp_path / "e.npy", d, allow_pickle=True)
-    got = dataset.load_event_file(tmp_path / "e.npy")
+    got = event_files.load_event_file(tmp_path / "e.npy")
     assert set(got) == set(d)
     for k in ("x", "y", "t", "p", "image_timestamp"):
         np.testing.assert_array_equal(got[k], d[k])
@@ -52,7 +53,7 @@ def test_malicious_pickle_is_refused_and_not_run(tmp_path):
     strings = {arg for op, arg, _ in pickletools.genops(raw[raw.index(b"\x80"):]) if isinstance(arg, str)}
     assert "system" in strings
     with pytest.raises(UnsafePickleError) as info:
-        dataset.load_event_file(path)
+        event_files.load_event_file(path)
     msg = str(info.value)
     assert "evil.npy" in msg and "system" in msg
     assert not marker.exists()
@@ -69,12 +70,12 @@ def test_other_globals_are_refused(tmp_path):
     path = tmp_path / "getattr.npy"
     _npy_with_payload(path, pickle.dumps(getattr, protocol=3))
     with pytest.raises(UnsafePickleError, match=r"getattr\.npy.*builtins\.getattr"):
-        dataset.load_event_file(path)
+        event_files.load_event_file(path)
     # A numpy name outside the allow-list is refused too.
     path = tmp_path / "load.npy"
     _npy_with_payload(path, pickle.dumps(np.load, protocol=3))
     with pytest.raises(UnsafePickleError, match="numpy"):
-        dataset.load_event_file(path)
+        event_files.load_event_file(path)
 
 
 def test_old_numpy_module_names_and_protocols_load(tmp_path):
@@ -86,12 +87,12 @@ def test_old_numpy_module_names_and_protocols_load(tmp_path):
     old = pickle.dumps(arr, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
     assert b"numpy.core.multiarray" in old and b"_codecs" in old
     _npy_with_payload(tmp_path / "old.npy", old)
-    got = dataset.load_event_file(tmp_path / "old.npy")
+    got = event_files.load_event_file(tmp_path / "old.npy")
     np.testing.assert_array_equal(got["t"], arr[()]["t"])
     assert got["s"] == 2.5 and got["b"] == b"raw"
     # Protocol 5 reconstructs arrays through numpy._core.numeric._frombuffer.
     _npy_with_payload(tmp_path / "p5.npy", pickle.dumps(arr, protocol=5))
-    np.testing.assert_array_equal(dataset.load_event_file(tmp_path / "p5.npy")["x"], arr[()]["x"])
+    np.testing.assert_array_equal(event_files.load_event_file(tmp_path / "p5.npy")["x"], arr[()]["x"])
 
 
 def test_bad_event_files_name_the_file(tmp_path):
@@ -104,20 +105,20 @@ def test_bad_event_files_name_the_file(tmp_path):
     for name, obj in cases.items():
         np.save(tmp_path / name, np.array(obj, dtype=object) if name == "list.npy" else obj, allow_pickle=True)
         with pytest.raises(EventFileError, match=name):
-            dataset.load_event_file(tmp_path / name)
+            event_files.load_event_file(tmp_path / name)
     np.save(tmp_path / "plain.npy", np.arange(10))
     with pytest.raises(EventFileError, match="plain.npy.*pickled dict"):
-        dataset.load_event_file(tmp_path / "plain.npy")
+        event_files.load_event_file(tmp_path / "plain.npy")
     good = tmp_path / "good.npy"
     np.save(good, _events(), allow_pickle=True)
     (tmp_path / "trunc.npy").write_bytes(good.read_bytes()[:-40])
     with pytest.raises(EventFileError, match="trunc.npy"):
-        dataset.load_event_file(tmp_path / "trunc.npy")
+        event_files.load_event_file(tmp_path / "trunc.npy")
     (tmp_path / "text.npy").write_text("hello")
     with pytest.raises(EventFileError, match="text.npy"):
-        dataset.load_event_file(tmp_path / "text.npy")
+        event_files.load_event_file(tmp_path / "text.npy")
     with pytest.raises(EventFileError, match="missing.npy"):
-        dataset.load_event_file(tmp_path / "missing.npy")
+        event_files.load_event_file(tmp_path / "missing.npy")
 
 
 def _entry(seq, clip, split="test", human="", gpt="", mp4=True, video=True, images=True):

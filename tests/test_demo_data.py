@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from specalign import dataset, demo_data, events
+from specalign import dataset, demo_data, event_files, events
 from specalign.demo_data import COLOURS, DemoSpec
 
 C = 0.2
@@ -125,7 +125,7 @@ def test_tiny_dataset_layout(tiny_root):
     assert [x["conversations"][1]["value"] for x in entries[:4]] == [
         "a red circle moves left", "a red circle moves right", "a red circle moves up", "a red circle moves down"]
     assert len(list((tiny_root / "video/demo_train/000003").glob("*.png"))) == 8
-    d = dataset.load_event_file(tiny_root / "event_npy/demo_train/000000.npy")
+    d = event_files.load_event_file(tiny_root / "event_npy/demo_train/000000.npy")
     assert d["num_events"] == d["t"].size >= 5
     assert np.all(np.diff(d["t"]) >= 0) and d["time_start"] < d["t"][0] <= d["t"][-1] <= d["time_end"]
     assert d["image_timestamp"].tolist() == [d["time_start"] + 50_000 * k for k in range(8)]
@@ -169,8 +169,8 @@ def test_rebuild_is_byte_identical_and_refuses_existing(tiny_root, tmp_path):
     with pytest.raises(FileExistsError, match="again"):
         demo_data.build_demo_dataset(again, TINY)
     # The test split is not the training split re-drawn: same combination, new clip.
-    a = np.asarray(dataset.load_event_file(again / "event_npy/demo_train/000000.npy")["x"])
-    b = np.asarray(dataset.load_event_file(again / "event_npy/demo_test/000000.npy")["x"])
+    a = np.asarray(event_files.load_event_file(again / "event_npy/demo_train/000000.npy")["x"])
+    b = np.asarray(event_files.load_event_file(again / "event_npy/demo_test/000000.npy")["x"])
     assert a.shape != b.shape or (a != b).any()
 
 

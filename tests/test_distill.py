@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import load_lm, random_questions
+from builders import load_lm, random_questions
 
 from specalign import distill
 from specalign.dataset import Sample
@@ -214,7 +214,7 @@ def test_draft_and_target_on_different_devices(tiny_target_dir, tiny_lm_factory,
 DRIVER = textwrap.dedent('''
     import sys, torch
     sys.path.insert(0, {tests!r})
-    from conftest import load_lm, random_questions
+    from builders import load_lm, random_questions
     from specalign import distill
     from specalign.dataset import Sample
     from specalign.translation import TokenMap

@@ -256,4 +256,4 @@ def test_analyse_run_reads_only_the_stored_artifacts(synthetic):
     runs, _, man = synthetic
     d = dv.analyse_run(runs[1], man["demo"], n_boot=50)
     assert d.first.height == 6 and d.top.height >= 2 and d.classes.height == 4 and d.attributes.height
-    assert d.label == "demo · draft -> target · sampled" and d.median_first_divergence == 1.0
+    assert d.label == "demo · draft → target · sampled" and d.median_first_divergence == 1.0

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from specalign import dataset, dsec_raw, video
+from specalign import dataset, dsec_raw, event_files, video
 
 T_OFFSET = 47_000_000_123           # DSEC-like: large, and not a whole millisecond
 T0 = T_OFFSET + 30_017              # first image, 30 ms after the events' t = 0
@@ -177,7 +177,7 @@ def test_clips_match_the_raw_arrays(raw, built, duration):
         for entry in entries:
             k = int(Path(entry["event_data"]).stem)
             start, end = windows[k]
-            ev = dataset.load_event_file(out / "event_npy" / entry["event_data"])
+            ev = event_files.load_event_file(out / "event_npy" / entry["event_data"])
             inside = (tr["t"] >= start) & (tr["t"] < end)
             assert ev["num_events"] == int(np.sum(inside)) == ev["t"].size >= 5
             np.testing.assert_array_equal(ev["t"], tr["t"][inside])          # absolute times
@@ -343,7 +343,7 @@ def test_windows_start_where_the_events_begin_when_they_begin_after_the_first_im
     assert summary.windows_per_sequence == {"late": len(want)} and summary.errors == []
     starts = []
     for entry in _entries(out):
-        ev = dataset.load_event_file(out / "event_npy" / entry["event_data"])
+        ev = event_files.load_event_file(out / "event_npy" / entry["event_data"])
         starts.append(int(ev["time_start"]))
         assert int(ev["t"].min()) >= int(ev["time_start"]) >= first_event
     assert starts == [s for s, _ in want] and starts[0] == first_event

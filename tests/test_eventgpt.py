@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import left_pad_rows
+from builders import left_pad_rows
 from safetensors.torch import load_file, save_file
 
 torch.set_num_threads(1)

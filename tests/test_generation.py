@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import BOS_ID, EOS_ID, N_FIXED, load_lm
+from builders import BOS_ID, EOS_ID, N_FIXED, load_lm
 
 from specalign.artifacts import SCHEMAS
 from specalign.backends import ModelSpec, load_backend

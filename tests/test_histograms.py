@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from specalign import acceptance as acc
 from specalign import histograms as H
+from specalign import replay as rp
 
 # Stream of N = 8 matches, budget 100, gamma 2:
 #   s=0: run 2 -> a 2, e 3 | s=3: run 3 -> a 2, e 3 | s=6: run 0 -> a 0, e 1
@@ -23,7 +23,7 @@ ACCEPTED_G2 = [2, 2, 0, 1]
 
 
 def replayed(matches, gamma, budget):
-    return [r.accepted for r in acc.replay_rounds(matches, gamma, budget)]
+    return [r.accepted for r in rp.replay_rounds(matches, gamma, budget)]
 
 
 def test_histogram_marginals_conditionals_hand():
@@ -37,8 +37,8 @@ def test_histogram_marginals_conditionals_hand():
     assert H.mean_accepted_length(h) == pytest.approx(9 / 4)
     # per_position's offered-only rate differs at position 2: rounds offering it inside the answer are
     # those with N - s >= 2 (s = 0, 3, 6; not s = 7) -> 2 reached / 3 offered, not the marginal's 2 / 4.
-    rounds = acc.replay_rounds(MATCHES, 2, 100)
-    uncond, _ = acc.per_position(rounds, 2)
+    rounds = rp.replay_rounds(MATCHES, 2, 100)
+    uncond, _ = rp.per_position(rounds, 2)
     assert uncond == pytest.approx([3 / 4, 2 / 3])
 
 
@@ -53,7 +53,7 @@ def test_budget_capped_round_counts_as_not_accepted():
     assert H.conditionals(H.marginals(h)) == pytest.approx([0.5, 1.0, 1.0])
     assert H.mean_accepted_length(h) == pytest.approx(2.5) == 1 + sum(H.marginals(h))
     # offered-only: the capped round offered nothing, so position 1 is 1/1 there
-    uncond, _ = acc.per_position(acc.replay_rounds([1] * 5, 3, 5), 3)
+    uncond, _ = rp.per_position(rp.replay_rounds([1] * 5, 3, 5), 3)
     assert uncond[0] == 1.0
 
 
@@ -71,7 +71,7 @@ def test_marginal_is_the_product_of_conditionals_and_tau_identity_on_random_stre
     for trial in range(50):
         n, budget, gamma = int(rng.integers(1, 40)), 40, int(rng.integers(1, 7))
         matches = rng.random(n) < rng.random()
-        rounds = acc.replay_rounds(matches, gamma, budget)
+        rounds = rp.replay_rounds(matches, gamma, budget)
         h = H.histogram([r.accepted for r in rounds], gamma)
         m = H.marginals(h)
         # independent computation: count rounds by hand

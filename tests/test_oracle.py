@@ -13,6 +13,7 @@ import pytest
 
 from specalign import acceptance as acc
 from specalign import artifacts, oracle
+from specalign import replay as rp
 from specalign.specs import Decoding, Run
 
 BUDGET = 16
@@ -32,11 +33,11 @@ def scores_frame(matches: dict[str, list[int]], summin: float | None = None, tok
     return pl.from_arrow(artifacts.table("scores", rows))
 
 
-def streams(matches: list[int], budget: int = BUDGET) -> acc.Streams:
-    return acc.Streams.one([bool(b) for b in matches], budget)
+def streams(matches: list[int], budget: int = BUDGET) -> rp.Streams:
+    return rp.Streams.one([bool(b) for b in matches], budget)
 
 
-def summary(rounds: acc.Rounds) -> dict:
+def summary(rounds: rp.Rounds) -> dict:
     return oracle._round_columns(rounds, n_boot=10)
 
 
@@ -54,7 +55,7 @@ def test_oracle_gamma_hand():
     #   the verify pass) -> 2 rounds, drafted = accepted = 4: 3 tokens per call as fixed 3, 2 draft steps fewer
     # oracle cap 1: s0 g1 e2 | s2 g0 e1 | s3 g1 e2 | s5 g = min(1, 1, 0) = 0, e1 -> 4 rounds, drafted 2
     m = [1, 1, 0, 1, 1, 1]
-    fixed1, fixed3 = summary(acc.replay(streams(m), 1)), summary(acc.replay(streams(m), 3))
+    fixed1, fixed3 = summary(rp.replay(streams(m), 1)), summary(rp.replay(streams(m), 3))
     assert (fixed1["rounds"], fixed1["drafted"], fixed1["accepted"]) == (4, 4, 3)
     assert (fixed3["rounds"], fixed3["drafted"], fixed3["accepted"]) == (2, 6, 5)
     o3 = oracle.oracle_gamma_replay(streams(m), 3)
@@ -88,12 +89,12 @@ def test_oracle_gamma_respects_length_budget():
     assert (r.drafted.tolist(), r.emitted.tolist()) == ([3], [4])
 
 
-def random_streams(rng, n_clips: int, p: float, budget: int = 12) -> acc.Streams:
+def random_streams(rng, n_clips: int, p: float, budget: int = 12) -> rp.Streams:
     """Clips of random lengths (some cut at the budget) with i.i.d. match bits at rate p."""
     lengths = rng.integers(1, budget + 1, size=n_clips)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     matches = rng.random(int(offsets[-1])) < p
-    return acc.Streams([f"s{k:03d}" for k in range(n_clips)], offsets, matches,
+    return rp.Streams([f"s{k:03d}" for k in range(n_clips)], offsets, matches,
                        np.full(n_clips, budget, dtype=np.int64))
 
 
@@ -104,7 +105,7 @@ def test_oracle_gamma_is_the_fastest_policy_at_every_cost(seed):
     for cap in (1, 3, 5):
         o = summary(oracle.oracle_gamma_replay(st, cap))
         assert o["accepted"] == o["drafted"] and o["emitted"] == o["rounds"] + o["drafted"]   # nothing wasted
-        fixed = [summary(acc.replay(st, g)) for g in range(1, cap + 1)]
+        fixed = [summary(rp.replay(st, g)) for g in range(1, cap + 1)]
         # the oracle's rounds at its cap are the fixed cap's (a = min(gamma, run) in both)
         assert o["rounds"] == fixed[-1]["rounds"]
         for f in fixed:
@@ -127,7 +128,7 @@ ROUTER_B = {"x": [0, 0, 0, 0], "y": [1, 1, 0, 1]}
 
 def test_router_hand():
     sa, sb = acc.streams(scores_frame(ROUTER_A)), acc.streams(scores_frame(ROUTER_B))
-    ra, rb = acc.replay(sa, 2), acc.replay(sb, 2)
+    ra, rb = rp.replay(sa, 2), rp.replay(sb, 2)
     routed = oracle.route({"a": ra, "b": rb})
     assert routed.drafts == ["a", "b"] and routed.choice.tolist() == [0, 1]
     s = summary(routed.rounds)
@@ -149,8 +150,8 @@ def test_router_tie_goes_to_more_accepted():
     #               "b" 0 1: s0 a0 e1 | s1 a1 accepted EOS e1 -> 2 rounds, accepted 1, tau 3/2.
     # Equal rounds: "b" (more accepted), although "a" comes first by name; picking "a" would give the
     # router tau 1 < b's 3/2.
-    ra = acc.replay(streams([0, 0]), 1)
-    rb = acc.replay(streams([0, 1]), 1)
+    ra = rp.replay(streams([0, 0]), 1)
+    rb = rp.replay(streams([0, 1]), 1)
     routed = oracle.route({"a": ra, "b": rb})
     assert routed.choice.tolist() == [1]
     assert summary(routed.rounds)["tau"] == pytest.approx(1.5)
@@ -163,9 +164,9 @@ def test_router_dominates_every_draft(seed):
     drafts = {}
     for k, p in enumerate((0.2, 0.5, 0.8)):   # three drafts along the same streams
         m = rng.random(len(base.matches)) < p
-        drafts[f"d{k}"] = acc.Streams(base.sample_ids, base.offsets, m, base.budgets)
+        drafts[f"d{k}"] = rp.Streams(base.sample_ids, base.offsets, m, base.budgets)
     for g in (1, 2, 4, 7):
-        per = {n: acc.replay(s, g) for n, s in drafts.items()}
+        per = {n: rp.replay(s, g) for n, s in drafts.items()}
         r = summary(oracle.route(per).rounds)
         for n in per:
             d = summary(per[n])

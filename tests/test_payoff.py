@@ -5,8 +5,7 @@ import math
 
 import pytest
 
-from specalign import acceptance as acc
-from specalign import payoff
+from specalign import payoff, speedup
 
 
 def test_marginals_and_tokens_per_round_hand():
@@ -30,7 +29,7 @@ def test_iid_marginals_give_leviathans_tokens_per_call():
     for alpha in (0.0, 0.3, 0.8, 1.0):
         for g in (1, 2, 5):
             m = payoff.iid_marginals(alpha, g)
-            assert payoff.tokens_per_round(m) == pytest.approx(acc.expected_tokens_per_call(alpha, g))
+            assert payoff.tokens_per_round(m) == pytest.approx(speedup.expected_tokens_per_call(alpha, g))
 
 
 def test_predict_hand():
@@ -74,7 +73,7 @@ def test_long_answers_tend_to_the_steady_state():
     # Leviathan's i.i.d. speedup is the special case v = 1, o = 0 with geometric marginals
     q = payoff.predict(3, payoff.iid_marginals(0.7, 3), c=0.2, verify_cost=1.0, overhead=0.0, draft_prefill=0,
                        target_prefill=0, new_tokens=1e9)
-    assert q.steady_speedup == pytest.approx(acc.expected_speedup(0.7, 3, 0.2))
+    assert q.steady_speedup == pytest.approx(speedup.expected_speedup(0.7, 3, 0.2))
 
 
 def test_break_even_alpha_hand():

@@ -14,7 +14,7 @@ import pytest
 import torch
 from workflow_helpers import copy_workflow
 
-from specalign import plan
+from specalign import model_shapes, plan
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / "config" / "real_models.yaml"
@@ -29,7 +29,7 @@ def _meta_params(model_cls, config) -> int:
 @pytest.mark.parametrize("family", ["llava", "video_llava", "eventgpt"])
 def test_parameter_counts_equal_the_real_classes_built_from_the_published_configs(family):
     """The formula from config.json alone against the model class itself, built on the meta device."""
-    raw, _ = plan._published(family)
+    raw, _ = model_shapes.published_config(family)
     if family == "llava":
         from transformers import LlavaConfig, LlavaForConditionalGeneration
         want = _meta_params(LlavaForConditionalGeneration, LlavaConfig(**raw))
@@ -41,7 +41,7 @@ def test_parameter_counts_equal_the_real_classes_built_from_the_published_config
         from specalign.backends.eventgpt.configuration import EventChatConfig
         from specalign.backends.eventgpt.modeling import EventChatForCausalLM
         want = _meta_params(EventChatForCausalLM, EventChatConfig(**{k: v for k, v in raw.items() if k[0] != "_"}))
-    assert plan.total_params(plan.shape_of(family, raw, "published")) == want
+    assert model_shapes.total_params(model_shapes.shape_of(family, raw, "published")) == want
 
 
 def test_tiny_shapes_and_truncation_equal_the_real_classes():
@@ -51,30 +51,30 @@ def test_tiny_shapes_and_truncation_equal_the_real_classes():
     for tied in (False, True):
         cfg = LlamaConfig(vocab_size=101, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
-        shape = plan.shape_of("causal_lm", cfg.to_dict(), "tiny")
-        assert plan.total_params(shape) == _meta_params(LlamaForCausalLM, cfg)
+        shape = model_shapes.shape_of("causal_lm", cfg.to_dict(), "tiny")
+        assert model_shapes.total_params(shape) == _meta_params(LlamaForCausalLM, cfg)
         cfg.num_hidden_layers = 1
-        assert plan.total_params(shape, layers=1) == _meta_params(LlamaForCausalLM, cfg)
+        assert model_shapes.total_params(shape, layers=1) == _meta_params(LlamaForCausalLM, cfg)
 
 
 def test_defaults_for_absent_keys_are_transformers_defaults():
     from transformers import CLIPVisionConfig, LlamaConfig
 
     llama, clip = LlamaConfig(), CLIPVisionConfig()
-    for k, v in plan.LLAMA_DEFAULTS.items():
+    for k, v in model_shapes.LLAMA_DEFAULTS.items():
         if k != "num_key_value_heads":   # None in the plan: "as many as the attention heads", as LlamaConfig sets
             assert getattr(llama, k) == v, k
     assert llama.num_key_value_heads == llama.num_attention_heads
-    for k, v in plan.CLIP_DEFAULTS.items():
+    for k, v in model_shapes.CLIP_DEFAULTS.items():
         assert getattr(clip, k) == v, k
 
 
 def test_weights_by_dtype_quantization_and_layers_worked_by_hand():
-    s = plan.Shape("causal_lm", hidden=8, intermediate=16, layers=2, heads=2, kv_heads=1, vocab=10, tied=False,
+    s = model_shapes.Shape("causal_lm", hidden=8, intermediate=16, layers=2, heads=2, kv_heads=1, vocab=10, tied=False,
                    vision=None, towers=0, visual_tokens=0, frames=0, source="hand")
     # per layer: q, o 8x8 each; k, v 8x4 each; gate, up, down 8x16 each = 128 + 64 + 384 = 576 linear,
     # 2 norms x 8 = 16; embeddings 80 + final norm 8 = 88; LM head 80: 2 x 592 + 88 + 80 = 1352
-    assert plan.total_params(s) == 1352
+    assert model_shapes.total_params(s) == 1352
     m = plan.Model("m", s, "bfloat16", "cuda", layers=2, quantization=None, batch_size=1)
     assert m.weights() == 2 * 1352
     # int8, one layer kept: linear 576 x 1 + norms 16 x 2, embeddings 88 x 2, head 80 x 1
@@ -89,7 +89,7 @@ import json, os, sys
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import torch
 torch.set_num_threads(1)
-from conftest import build_tiny_llama, load_lm, prompts_for
+from builders import build_tiny_llama, load_lm, prompts_for
 from specalign.generation import generate
 from specalign.specs import Decoding
 small, model, batch, new = sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
@@ -115,7 +115,7 @@ print(json.dumps({"peak": status("VmHWM") - base, "prompt": int(prompts[0].input
 
 @pytest.fixture(scope="module")
 def measured_models(tmp_path_factory):
-    from conftest import build_tiny_llama
+    from builders import build_tiny_llama
 
     root = tmp_path_factory.mktemp("plan_models")
     # weights (~67 MB float32) large enough to measure against the interpreter's own noise
@@ -194,7 +194,7 @@ sys.path[:0] = [sys.argv[1], sys.argv[2]]
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from conftest import load_lm
+from builders import load_lm
 from specalign import distill
 from specalign.dataset import Sample
 from specalign.translation import TokenMap

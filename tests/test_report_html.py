@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import zipfile
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,13 +30,16 @@ from snakemake.utils import validate
 from test_divergence import synthetic_artifacts
 
 from specalign import stages
-from specalign.report_html import PLOTS, PREDICTED, build_html_report
+from specalign.report_html import PLOTS, SECTIONS, build_html_report
+from specalign.report_tables import PREDICTED
 from specalign.specs import SCHEMA_PATH
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# the sections of the page that must hold a table on the synthetic runs (two runs: greedy, sampled)
-MIN_TABLES = 5 + 2 * 5   # ranking, gamma, temperature, speedup, loop; per run: divergence, top, classes, attributes, samples
+# the tables the page must hold on the synthetic runs (two runs: greedy, sampled)
+MIN_TABLES = 6 + 2 * 5   # answer, payoff, ranking, loop, temperature, summary; per run: divergence, top, classes,
+#                          attributes, samples
+SCREEN = (1400, 900)     # the issue's screen: the page with its folds closed stays within six of them
 
 
 class _Page(HTMLParser):
@@ -99,12 +103,13 @@ def test_page_is_self_contained_with_every_plot_and_table(built):
     page = assert_self_contained(html)
     assert page.count("table") >= MIN_TABLES
     assert set(built.page.plots) == set(PLOTS)
-    assert all(png[:8] == PNG_MAGIC for png in built.page.plots.values())
-    for heading in ("Which draft pays off", "Acceptance against gamma", "Acceptance against temperature",
-                    "Speedup: predicted over (gamma, c)", "Conditional acceptance per position",
-                    "first divergence vs teacher-forced acceptance", "disagreements and token classes",
-                    "Acceptance against sample attributes", "Samples: draft and target side by side"):
-        assert heading in html, heading
+    assert all(p.png[:8] == PNG_MAGIC for p in built.page.plots.values())
+    for key, heading in SECTIONS.items():
+        if key != "inputs":   # the synthetic runs have no ablation, grounding or oracle rows
+            assert f'<section id="{key}"><h2>{escape(heading)}</h2>' in html, heading
+            assert f'<a href="#{key}">{escape(heading)}</a>' in html  # the navigation list names it
+    # the answer comes first: the lede, then the answer table, before any section
+    assert html.index('class="lede"') < html.index('id="answer"') < html.index("<nav") < html.index("<section")
 
 
 def test_predicted_columns_are_labelled_and_never_measured(built):
@@ -113,36 +118,118 @@ def test_predicted_columns_are_labelled_and_never_measured(built):
     assert headers
     for pred, text in headers:
         name = text.removesuffix(" (predicted)")
+        # shaded exactly when it says (predicted), and every column a model fills says it
+        assert bool(pred) == text.endswith("(predicted)"), text
         if name in PREDICTED:
-            assert pred and text.endswith("(predicted)"), text
-        else:
-            assert not pred and "(predicted)" not in text, text
+            assert pred, text
     assert any(t.startswith("expected_speedup_iid") for _, t in headers)
     md = built.page.markdown
     assert "expected_speedup_iid" not in md or "expected_speedup_iid (predicted)" in md
-    assert "best_predicted_speedup (predicted)" in md
+    assert "best_predicted_speedup (predicted)" in md and "break_even_alpha (predicted)" in md
 
 
-def test_the_answer_says_measured_and_predicted_with_intervals(built):
+def test_every_figure_has_its_data_and_alt_text(built):
+    """Each PNG's numbers travel with it (the CSV the rule writes beside it) and its <img> says what it shows."""
     import polars as pl
 
-    html, md = built.page.html, built.page.markdown
-    answer = re.search(r'<p class="answer" id="answer">(.*?)</p>', html, re.S).group(1)
     summary = pl.read_csv(built.csvs["summary"])
-    greedy = summary.filter(pl.col("decoding") == "greedy").row(0, named=True)
-    assert f"measured Leviathan alpha {greedy['leviathan_alpha']:.3f}" in answer
-    assert "95% CI" in answer and "Predicted by the i.i.d. model" in answer
-    # the best timed gamma's speedup, its interval and device, all from summary.csv (the timing job's)
-    timed = summary.filter((pl.col("decoding") == "greedy") & pl.col("measured_speedup").is_not_null())
-    best = timed.sort("measured_speedup", descending=True).row(0, named=True)
-    assert (f"at its best timed gamma {best['gamma']}: measured speedup {best['measured_speedup']:.2f} "
-            f"(95% CI {best['measured_speedup_lo']:.2f}–{best['measured_speedup_hi']:.2f})x on {best['device']}") in answer
-    lo, hi = best["measured_speedup_lo"], best["measured_speedup_hi"]
-    word = "pays off" if lo > 1 else "does not pay off" if hi < 1 else "cannot tell (interval straddles 1)"
-    assert f"({word})" in answer
-    assert md.splitlines()[2].startswith("**Does the draft pay off?**")   # the same paragraph in Markdown
+    for key, plot in built.page.plots.items():
+        # a drawn figure names its CSV; an empty one says why it is empty
+        assert (f"{PLOTS[key][0].removesuffix('.png')}.csv" in plot.alt
+                or plot.alt.startswith("No figure: ") and key in ("trees", "ranks")), (key, plot.alt)
+        assert f'alt="{escape(plot.alt)}"' in built.page.html, key
+        csv = plot.data.write_csv()                                      # every plot's data writes as CSV
+        assert csv, key
+    gamma = built.page.plots["gamma"].data
+    assert gamma.height == summary.height                                # a point per run x gamma
+    joined = gamma.join(summary, on=["dataset", "draft", "target", "decoding", "gamma"], suffix="_s")
+    for col in ("tau", "token_acceptance_rate", "iid_tau"):
+        assert joined[col].equals(joined[f"{col}_s"]), col
+    speed = built.page.plots["speedup"].data.filter(pl.col("measured_speedup").is_not_null())
+    assert speed.height == summary.filter(pl.col("measured_speedup").is_not_null()).height > 0
+    assert set(built.page.plots["gamma"].data["run"]) == {"draft → target · greedy", "draft → target · sampled"}
+
+
+def headline_expectations(summary_csv: str) -> list[dict[str, str]]:
+    """The answer table's cells worked out from summary.csv alone: per run, alpha at its smallest gamma, and
+    the fastest timed gamma's tau and measured speedup, each with its interval, and the verdict it reads."""
+    import polars as pl
+
+    summary = pl.read_csv(summary_csv)
+    rows = []
+    for (dec,), part in summary.sort("gamma").group_by(["decoding"], maintain_order=True):
+        a = part.row(0, named=True)
+        best = (part.filter(pl.col("measured_speedup").is_not_null()).sort("measured_speedup", descending=True)
+                .row(0, named=True))
+        lo, hi = best["measured_speedup_lo"], best["measured_speedup_hi"]
+        rows.append({
+            "run": f"draft → target · {dec}",
+            "alpha (measured)": f"{a['leviathan_alpha']:.3f} (95% CI {a['leviathan_alpha_lo']:.3f}–"
+                                f"{a['leviathan_alpha_hi']:.3f})",
+            "deployment": f"chain, gamma {best['gamma']} (fastest timed)",
+            "tau (measured)": f"{best['tau']:.2f} (95% CI {best['tau_lo']:.2f}–{best['tau_hi']:.2f})",
+            "speedup (measured)": f"{best['measured_speedup']:.2f} (95% CI {lo:.2f}–{hi:.2f})×",
+            "device": best["device"],
+            "verdict": "pays off" if lo > 1 else "does not pay off" if hi < 1 else "cannot tell (interval straddles 1)",
+        })
+    return sorted(rows, key=lambda r: r["run"])
+
+
+class _Table(HTMLParser):
+    """The cells of the first <table> whose id is `id`: a list of rows of cell texts."""
+
+    def __init__(self, id_: str):
+        super().__init__()
+        self.id, self.depth, self.rows, self.cell = id_, 0, [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table" and (self.depth or dict(attrs).get("id") == self.id):
+            self.depth += 1
+        elif self.depth and tag == "tr":
+            self.rows.append([])
+        elif self.depth and tag in ("td", "th"):
+            self.cell = ""
+
+    def handle_endtag(self, tag):
+        if tag == "table" and self.depth:
+            self.depth -= 1
+        elif self.depth and tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append(self.cell.strip())
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+
+def answer_rows(html: str) -> list[dict[str, str]]:
+    parser = _Table("answer")
+    parser.feed(html)
+    head, *body = parser.rows
+    return sorted((dict(zip(head, r)) for r in body), key=lambda r: r["run"])
+
+
+def test_the_answer_table_is_summary_csv(built):
+    html, md = built.page.html, built.page.markdown
+    want = headline_expectations(built.csvs["summary"])
+    got = answer_rows(html)
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want):
+        assert {k: g[k] for k in w} == w
+    # predicted columns are shaded and say so; the measured ones do not
+    assert '<th class="pred">break-even alpha (predicted)</th>' in html and "<th>speedup (measured)</th>" in html
+    lede = re.search(r'<p class="lede">(.*?)</p>', html, re.S).group(1)
+    pays = sum(w["verdict"] == "pays off" for w in want)
+    assert f"In {pays} of 2 timed runs the real draft-verify loop was faster" in lede
+    # summary.md: the same sentence and table first, then the sections in the page's order
+    lines = md.splitlines()
+    assert lines[2].startswith("**Does the draft pay off?**") and lines[4].startswith("| run | alpha (measured) |")
+    for w in want:
+        assert any(line.startswith(f"| {w['run']} | {w['alpha (measured)']} | {w['deployment']} |") for line in lines)
+    at = [md.index(f"## {k}. {SECTIONS[key]}") for k, key in enumerate(("payoff", "acceptance", "trees", "why"), 1)]
+    assert at == sorted(at)
     for name, _ in PLOTS.values():
-        assert f"]({name})" in md
+        assert f"]({name})" in md and f"`{name.removesuffix('.png')}.csv`" in md
 
 
 def test_samples_table_marks_the_disagreeing_tokens(built):
@@ -210,27 +297,100 @@ needs_chromium = pytest.mark.skipif(chromium() is None, reason="no chromium bina
                                     "chromium; .ci/run installs it when root with apt-get)")
 
 
-@needs_chromium
-def test_chromium_renders_every_plot_and_table_and_fetches_nothing(built, tmp_path):
+def content_height(shot: Path) -> int:
+    """The rendered page's height in a screenshot taller than the page: the last row that is not white."""
+    import numpy as np
     from PIL import Image
 
-    shot, netlog = tmp_path / "index.png", tmp_path / "netlog.json"
-    run_browser(built.path, f"--screenshot={shot}", "--window-size=1400,6000", netlog=netlog)
+    px = np.asarray(Image.open(shot).convert("L"))
+    rows = np.flatnonzero((px < 250).any(axis=1))
+    assert rows.size and rows[-1] < px.shape[0] - 1, "the page is taller than the screenshot"
+    return int(rows[-1]) + 1
+
+
+def screenshot(page: Path, width: int, shot: Path, tall: int = 12000, netlog: Path | None = None) -> int:
+    """A screenshot `width` px wide of the page as it opens (every <details> closed), kept beside the page for
+    a look; its content height in px."""
+    run_browser(page, f"--screenshot={shot}", f"--window-size={width},{tall}", "--hide-scrollbars", netlog=netlog)
+    if shot.parent != page.parent:
+        shutil.copy(shot, page.parent / shot.name)
+    return content_height(shot)
+
+
+@needs_chromium
+def test_chromium_renders_the_answer_first_within_six_screens_and_fetches_nothing(built, tmp_path):
+    from PIL import Image
+
+    shot, netlog = tmp_path / "index_1400.png", tmp_path / "netlog.json"
+    height = screenshot(built.path, SCREEN[0], shot, netlog=netlog)
     assert page_requests(netlog) == []                      # the page asked for nothing
-    image = Image.open(shot).convert("RGB")
-    assert image.size == (1400, 6000)
+    assert height <= 6 * SCREEN[1], f"{height} px with every fold closed"
     # the plots were decoded and drawn: many strongly coloured pixels (the page's own CSS has few)
     import numpy as np
 
-    px = np.asarray(image.resize((350, 1500)), dtype=np.int16)
+    px = np.asarray(Image.open(shot).convert("RGB").crop((0, 0, SCREEN[0], height)), dtype=np.int16)
     colourful = int(((px.max(axis=2) - px.min(axis=2)) > 100).sum())
     assert colourful > 5000, colourful
     dom = run_browser(built.path, "--dump-dom")
     page = assert_self_contained(dom)
     assert page.count("table") == parse(built.page.html).count("table")
     assert page.count("figure") == len(PLOTS)
-    shutil.copy(shot, built.root / "index.png")  # kept beside the page, for a look
-    print(f"screenshot: {shot}")
+    assert all(a.get("alt") for t, a in page.tags if t == "img")
+    assert page.count("details") >= 5 and not any("open" in a for t, a in page.tags if t == "details")
+    # the answer table as the browser parsed it: summary.csv's numbers
+    want = headline_expectations(built.csvs["summary"])
+    assert [{k: r[k] for k in w} for r, w in zip(answer_rows(dom), want)] == want
+    # at 800 px the same page: the figures shrink to the width, the tables scroll inside their boxes
+    narrow = screenshot(built.path, 800, tmp_path / "index_800.png")
+    assert narrow <= 6 * SCREEN[1], narrow
+    print(f"screenshots: {shot} ({height} px), {tmp_path / 'index_800.png'} ({narrow} px)")
+
+
+@needs_chromium
+def test_the_height_check_sees_an_open_fold(built, tmp_path):
+    """Positive control of the height bound: the same page with every fold open is far taller than six screens."""
+    opened = tmp_path / "open.html"
+    opened.write_text(built.page.html.replace("<details>", "<details open>"), encoding="utf-8")
+    assert screenshot(opened, SCREEN[0], tmp_path / "open.png", tall=30000) > 6 * SCREEN[1]
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """The page for the real run's shape: bench/cpu_bench.py's synthetic artifacts (section 4: the real config's
+    3 pairs x 3 decodings, loops at 4 gammas for 2 decodings), at a small clip count (the page's height does
+    not depend on it: the answer table has a row per run, the samples are folded)."""
+    import importlib.util
+
+    import numpy as np
+
+    from specalign.summary import acceptance_tables
+
+    spec = importlib.util.spec_from_file_location("cpu_bench", REPO / "bench" / "cpu_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    root = tmp_path_factory.mktemp("report_html_big")
+    S = dict(bench.QUICK, tab_clips=24, tab_tokens=16, tab_shards=2)
+    runs, _ = bench.build_synthetic_run(root, S, np.random.default_rng(0))
+    tables = acceptance_tables(runs, list(range(1, 9)), 20)
+    csvs = {}
+    for name in ("summary", "per_position", "loop"):
+        csvs[name] = str(root / f"{name}.csv")
+        tables[name].write_csv(csvs[name])
+    page = build_html_report(runs, SimpleNamespace(**csvs), {}, n_boot=20)
+    path = root / "index.html"
+    path.write_text(page.html, encoding="utf-8")
+    return SimpleNamespace(page=page, path=path, runs=runs)
+
+
+@needs_chromium
+def test_the_real_size_page_stays_within_six_screens(big, tmp_path):
+    assert len(big.runs) == 9 and len({(r.draft, r.target) for r in big.runs}) == 3
+    assert len(answer_rows(big.page.html)) == 9                 # a row per run in the answer table
+    height = screenshot(big.path, SCREEN[0], tmp_path / "big_1400.png")
+    assert height <= 6 * SCREEN[1], f"{height} px with every fold closed"
+    narrow = screenshot(big.path, 800, tmp_path / "big_800.png")
+    assert narrow <= 6 * SCREEN[1], narrow
+    print(f"real-size page: {height} px at 1400, {narrow} px at 800")
 
 
 @needs_chromium
@@ -292,6 +452,10 @@ def test_the_rule_writes_every_plot_as_a_report_output_with_a_caption():
         m = re.search(rf'{key}=report\(\s*"results/report/{re.escape(name)}",\s*caption="\.\./report/([\w.]+)"', rule)
         assert m, f"{key}: no report() output results/report/{name}"
         assert (REPO / "report" / m.group(1)).is_file()
+    # every figure's data beside it, and the script writes each one under its PNG's name
+    data = re.search(r"data=\[(.*?)\]", rule, re.S).group(1)
+    assert sorted(re.findall(r'"results/report/([\w.]+)"', data)) == sorted(
+        name.removesuffix(".png") + ".csv" for name, _ in PLOTS.values())
     assert re.search(r'html=report\(\s*"results/report/index.html",\s*caption="\.\./report/index.rst"', rule)
     assert 'report: "report/workflow.rst"' in (REPO / "Snakefile").read_text()
     assert (REPO / "report" / "workflow.rst").is_file() and (REPO / "report" / "index.rst").is_file()
@@ -309,6 +473,7 @@ def test_snakemake_report_builds_from_a_finished_run(tmp_path_factory, tmp_path)
     assert_self_contained(html)
     for name, _ in PLOTS.values():
         assert (run / "results/report" / name).read_bytes()[:8] == PNG_MAGIC
+        assert (run / "results/report" / name).with_suffix(".csv").stat().st_size > 0
     clone = clone_run(run, tmp_path / "clone")
     if not (clone / "report").is_dir():  # captions and the workflow description live in report/
         shutil.copytree(REPO / "report", clone / "report")
@@ -325,7 +490,7 @@ def test_snakemake_report_builds_from_a_finished_run(tmp_path_factory, tmp_path)
     (None, None, None, "not timed"), (1.2, None, None, "cannot tell (no interval)"),
 ])
 def test_verdict_reads_the_interval_not_the_point(speedup, lo, hi, word):
-    from specalign.report import verdict
+    from specalign.report_tables import verdict
 
     assert verdict(speedup, lo, hi) == word
 
@@ -333,7 +498,7 @@ def test_verdict_reads_the_interval_not_the_point(speedup, lo, hi, word):
 def test_payoff_table_is_every_timed_row_of_the_summary(built):
     import polars as pl
 
-    from specalign.report import PAYOFF_COLUMNS, payoff_table
+    from specalign.report_tables import PAYOFF_COLUMNS, payoff_table
 
     summary = pl.read_csv(built.csvs["summary"])
     table = payoff_table(summary)

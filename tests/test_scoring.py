@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import EOS_ID, ragged_map, to_draft_prompt
+from builders import EOS_ID, ragged_map, to_draft_prompt
 
 from specalign.artifacts import SCHEMAS
 from specalign.generation import generate, processed_distribution

@@ -2,7 +2,7 @@
 
 The invariants that prove it right:
 (a) greedy output == the target's greedy output, token for token;
-(b) per-round (start, drafted, accepted, emitted) == acceptance.replay_rounds on the
+(b) per-round (start, drafted, accepted, emitted) == replay.replay_rounds on the
     teacher-forced matches of scoring.score_sample - exactly;
 (c) draft == target: every round accepts all it drafted;
 (d) negative controls: a broken draft-cache rollback keeps (a) but breaks (b) - only the
@@ -22,12 +22,12 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import EOS_ID, ragged_map, to_draft_prompt
+from builders import EOS_ID, ragged_map, to_draft_prompt
 
 import specalign.speculative as spec
-from specalign.acceptance import replay_rounds
 from specalign.artifacts import SCHEMAS
 from specalign.generation import generate, processed_distribution
+from specalign.replay import replay_rounds
 from specalign.scoring import score_sample
 from specalign.specs import Decoding
 from specalign.speculative import rounds_table, run_speculative, speculative_decode, speculative_sample, target_only_ms

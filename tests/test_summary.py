@@ -316,7 +316,7 @@ def table_rows(md: str, heading: str) -> list[dict[str, str]]:
 
 def test_draft_ranking_by_hand():
     """Ranked by the best predicted speedup over gammas; a draft without one (no c) is listed last."""
-    from specalign.report import draft_ranking
+    from specalign.report_tables import draft_ranking
 
     k = {"dataset": "d", "target": "t", "decoding": "greedy"}
     summary = pl.DataFrame([

@@ -3,7 +3,7 @@
 The truths checked:
 (a) target_rank (scoring) is, by brute force, the index in the draft's order of the first draft id
     proposing the target's token, capped at rank_k; 0 exactly where match is;
-(b) the width-1 tree of depth gamma is the chain: its rounds equal acceptance.replay's, exactly;
+(b) the width-1 tree of depth gamma is the chain: its rounds equal replay.replay's, exactly;
 (c) hand-worked rounds for a paths tree; a full k-ary tree accepts the run of ranks < k;
 (d) the construction is the optimum of its own model (brute force over all small trees);
 (e) a real tree loop (real draft passes, the target's greedy verification) has the replay's rounds on
@@ -19,9 +19,10 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import EOS_ID
+from builders import EOS_ID
 
 from specalign import acceptance as acc
+from specalign import replay as rp
 from specalign import trees as T
 from specalign.generation import generate
 from specalign.scoring import draft_order, score_sample, teacher_forced_draft
@@ -52,12 +53,12 @@ def test_width_one_tree_is_the_chain():
     scores = _random_rank_table(rng, 200)
     rs = T.rank_streams(scores)
     for g in range(1, 9):
-        a, b = T.replay_tree(rs, T.chain(g)), acc.replay(rs.streams, g)
+        a, b = T.replay_tree(rs, T.chain(g)), rp.replay(rs.streams, g)
         for col in ("sample", "start", "drafted", "accepted", "emitted", "lengths"):
             assert getattr(a, col).tolist() == getattr(b, col).tolist(), (g, col)
         assert T.full_tree(1, g).paths == T.chain(g).paths
     # power: the table has accepted EOS rounds and capped rounds
-    r = acc.replay(rs.streams, 4)
+    r = rp.replay(rs.streams, 4)
     assert ((r.emitted == r.accepted) & (r.accepted > 0)).any() and (r.drafted < 4).any()
 
 
@@ -67,11 +68,11 @@ def test_hand_worked_paths_tree():
     # s=0: ranks 0, 1 -> path (0, 1), then (0, 1, 0) is none: a=2, bonus -> s=3
     # s=3: rank 2 is no child: a=0 -> s=4; s=4: (0) then (0, 0) none: a=1, 5 != 6 -> bonus -> s=6
     assert T.replay_tree_rounds([0, 1, 0, 2, 0, 0], tree, 16) == [
-        acc.Round(0, 4, 2, 3), acc.Round(3, 4, 0, 1), acc.Round(4, 4, 1, 2)]
+        rp.Round(0, 4, 2, 3), rp.Round(3, 4, 0, 1), rp.Round(4, 4, 1, 2)]
     # an accepted EOS (the stream's last token) ends it without a bonus; the budget prunes the tree:
     # budget 3 -> round 0 has g = 2 (4 nodes); round 1 at s=1 has g = 1 (2 nodes)
-    assert T.replay_tree_rounds([1, 0], tree, 16) == [acc.Round(0, 4, 2, 2)]
-    assert T.replay_tree_rounds([2, 1, 0], tree, 3) == [acc.Round(0, 4, 0, 1), acc.Round(1, 2, 1, 2)]
+    assert T.replay_tree_rounds([1, 0], tree, 16) == [rp.Round(0, 4, 2, 2)]
+    assert T.replay_tree_rounds([2, 1, 0], tree, 3) == [rp.Round(0, 4, 0, 1), rp.Round(1, 2, 1, 2)]
 
 
 def test_full_tree_accepts_the_run_of_ranks_below_its_width():
@@ -83,8 +84,8 @@ def test_full_tree_accepts_the_run_of_ranks_below_its_width():
         assert tree.nodes == sum(width ** i for i in range(1, depth + 1))
         got = T.replay_tree(rs, tree)
         # the same rounds as a chain whose "match" is rank < width, but drafting the tree's nodes
-        below = acc.Streams(rs.streams.sample_ids, rs.streams.offsets, rs.ranks < width, rs.streams.budgets)
-        want = acc.replay(below, depth)
+        below = rp.Streams(rs.streams.sample_ids, rs.streams.offsets, rs.ranks < width, rs.streams.budgets)
+        want = rp.replay(below, depth)
         assert got.accepted.tolist() == want.accepted.tolist()
         assert got.start.tolist() == want.start.tolist()
         assert got.drafted.tolist() == tree.nodes_upto()[want.drafted].tolist()
@@ -111,7 +112,7 @@ def test_depth_rank_acceptance_hand_worked():
     # j=0 (r1=1), j=1 (r2=0), j=2 (r3=16) -> a[1] = [1/3, 1/3]. Depth 3: j=0 (r0, r1 < 16; r2=0), j=1
     # (r1, r2 < 16; r3=16) -> a[2] = [1/2]
     ranks = [0, 1, 0, 16]
-    rs = T.RankStreams(acc.Streams.one(np.array(ranks) == 0, 8), np.array(ranks))
+    rs = T.RankStreams(rp.Streams.one(np.array(ranks) == 0, 8), np.array(ranks))
     a = T.depth_rank_acceptance(rs, 4, 16)
     assert a[0, :2].tolist() == [0.5, 0.25] and a[0, 2:].sum() == 0
     assert a[1, :2].tolist() == pytest.approx([1 / 3, 1 / 3]) and a[1, 2:].sum() == 0
@@ -239,7 +240,7 @@ def test_real_tree_loop_equals_the_replay(tiny_target, tiny_drafts, identity_map
                 got = [(r["start"], r["drafted"], r["accepted"], r["emitted"]) for r in rounds]
                 want = [(r.start, r.drafted, r.accepted, r.emitted) for r in T.replay_tree_rounds(ranks, tree, budget)]
                 assert got == want, f"{which} {tree.name} budget {budget}"
-                chain = acc.replay_rounds([r == 0 for r in ranks], tree.depth, budget)
+                chain = rp.replay_rounds([r == 0 for r in ranks], tree.depth, budget)
                 tot["tree"] += sum(r["accepted"] for r in rounds)
                 tot["chain"] += sum(r.accepted for r in chain)
                 tot["accepted_eos"] += sum(r["emitted"] == r["accepted"] > 0 for r in rounds)
@@ -310,10 +311,10 @@ def test_tree_tables(tmp_path):
             assert row[col] == want[col], (g, col)
         assert (row["width"], row["depth"], row["nodes"], row["verify_tokens"]) == (1, g, g, g + 1)
         # a round at every position: the run of matches from there, capped at the depth
-        runs = acc._run_lengths(st.matches, np.repeat(st.offsets[1:], st.lengths))
+        runs = rp._run_lengths(st.matches, np.repeat(st.offsets[1:], st.lengths))
         assert row["tau_every_start"] == pytest.approx(1 + np.minimum(runs, g).mean())
         # the summary's cost columns come from the same timing job and marginals (summary.run_tables)
-        pay = payoff.run_columns(tim, g, payoff.marginals(acc.replay(st, g).accepted, g), st.lengths.mean())
+        pay = payoff.run_columns(tim, g, payoff.marginals(rp.replay(st, g).accepted, g), st.lengths.mean())
         if pay["verify_cost"] is not None:     # timed at gamma 2 and 4 (test_summary.VERIFY_MS)
             assert row["verify_cost_source"] == "measured" and row["verify_cost"] == pay["verify_cost"]
             assert row["predicted_speedup"] == pytest.approx(pay["predicted_speedup"], rel=1e-12)
@@ -346,21 +347,19 @@ def test_tree_tables(tmp_path):
     assert g_ranks["share"][0] == pytest.approx(scores["match"].mean())
 
 
-def test_tree_plots_write_their_data(tmp_path):
+def test_tree_plots_carry_their_data(tmp_path):
     from specalign.tree_plots import plot_rank_shares, plot_tree_budget
     from specalign.tree_tables import tree_tables
 
     out = tree_tables([_table_run(tmp_path, greedy(16))], [1, 2, 4], {"w2": {"width": 2, "depth": 2}}, [4, 8],
                       16, 50)
-    png = plot_tree_budget(out["trees"], tmp_path / "trees.png")
-    data = pl.read_csv(png.with_suffix(".csv"))
-    assert png.read_bytes()[:4] == b"\x89PNG"
+    plot = plot_tree_budget(out["trees"])
+    data = plot.data
+    assert plot.png[:4] == b"\x89PNG" and "tree_budget.csv" in plot.alt
     assert sorted(data["tree"].to_list()) == sorted(out["trees"]["tree"].to_list())
     assert data["tau"].to_list() == pytest.approx(out["trees"].sort("kind", "nodes")["tau"].to_list())
-    png = plot_rank_shares(out["ranks"], tmp_path / "ranks.png", show=3)
-    data = pl.read_csv(png.with_suffix(".csv"))
+    data = plot_rank_shares(out["ranks"], show=3).data
     assert data["choice"].to_list() == ["1", "2", "3", ">3"]
     assert data["share"].sum() == pytest.approx(1.0)
     assert data["share"][0] == pytest.approx(out["ranks"]["share"][0])
-    empty = plot_tree_budget(pl.DataFrame(), tmp_path / "none.png")
-    assert pl.read_csv(empty.with_suffix(".csv")).height == 0
+    assert plot_tree_budget(pl.DataFrame()).data.height == 0

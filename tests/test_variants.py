@@ -13,7 +13,7 @@ import importlib.util
 import pytest
 import torch
 import yaml
-from conftest import load_lm
+from builders import load_lm
 from snakemake.utils import validate
 from test_speculative import check_greedy_pair
 

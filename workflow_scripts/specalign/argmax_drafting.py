@@ -9,7 +9,7 @@ sum_x min(p(x), q(x)). Under a sampled decoding the two differ, and neither boun
 - `alpha_argmax` = the pooled mean of the scores' `target_prob_of_draft_argmax` over the
   target's stream, with its 95% bootstrap interval over samples, computed exactly as
   `leviathan_alpha` is from `summin` (acceptance.replay_summary: per-sample sums and counts,
-  `acceptance.bootstrap_ci`, the same seed, so the same resamples). Greedy: it equals
+  `bootstrap.bootstrap_ci`, the same seed, so the same resamples). Greedy: it equals
   leviathan_alpha (both are the match rate).
 - the real loop's `draft_sampling` ("sample" | "argmax", the rounds artifact's column) per
   gamma, so that no row mixes loops that drafted differently.
@@ -21,13 +21,13 @@ import math
 import polars as pl
 import pyarrow.parquet as pq
 
-from . import acceptance as acc
+from .bootstrap import N_BOOT, bootstrap_ci
 from .specs import Run
 
 COLUMN = "target_prob_of_draft_argmax"
 
 
-def alpha_argmax(scores: pl.DataFrame, n_boot: int = acc.N_BOOT, seed: int = 0, source: str = "") -> dict:
+def alpha_argmax(scores: pl.DataFrame, n_boot: int = N_BOOT, seed: int = 0, source: str = "") -> dict:
     """{"alpha_argmax", "alpha_argmax_lo", "alpha_argmax_hi"} of a "scores" table (`source`: its
     file, for the error). All null when the column holds no value (a table built without it:
     nothing measured); an error when the column is missing from a file (written before it
@@ -46,7 +46,7 @@ def alpha_argmax(scores: pl.DataFrame, n_boot: int = acc.N_BOOT, seed: int = 0, 
            .sort("sample_id"))
     n = float(per["n"].sum())
     alpha = float(per["s"].sum()) / n if n else math.nan
-    lo, hi = acc.bootstrap_ci(per["s"].to_numpy(), per["n"].to_numpy(), n_boot, seed)
+    lo, hi = bootstrap_ci(per["s"].to_numpy(), per["n"].to_numpy(), n_boot, seed)
     return {"alpha_argmax": alpha, "alpha_argmax_lo": lo, "alpha_argmax_hi": hi}
 
 

@@ -29,7 +29,7 @@ stripped of surrounding whitespace) and its flags:
   content_word   everything else: words and word pieces (a sub-word piece such as "ing" is part of
                  a content word; so is a byte fragment of a multi-byte character)
 
-Intervals are 95% percentile bootstraps over SAMPLES (`acceptance.bootstrap_ci`, the same engine
+Intervals are 95% percentile bootstraps over SAMPLES (`bootstrap.bootstrap_ci`, the same engine
 and seed as every interval of the package): positions of one answer are correlated.
 """
 from __future__ import annotations
@@ -42,8 +42,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from . import acceptance as acc
 from .artifacts import read_streams
+from .bootstrap import N_BOOT, bootstrap_ci
 from .explain import disagreement_table
 from .specs import Run
 from .summary import UNMAPPED, mapped_draft_streams  # noqa: F401 (UNMAPPED: re-exported for callers)
@@ -134,7 +134,7 @@ def divergence_distribution(first: pl.DataFrame) -> pl.DataFrame:
 
 
 def positional_by_position(drafts: Mapping[str, Sequence[int]], targets: Mapping[str, Sequence[int]],
-                           n_boot: int = acc.N_BOOT, seed: int = 0) -> pl.DataFrame:
+                           n_boot: int = N_BOOT, seed: int = 0) -> pl.DataFrame:
     """The seed's measure per target position i: the share of samples whose free-running draft
     output (mapped) has the target's token at i, over the samples whose target answer reaches i
     (a draft answer shorter than i counts as a mismatch), with its bootstrap interval; and
@@ -158,7 +158,7 @@ def positional_by_position(drafts: Mapping[str, Sequence[int]], targets: Mapping
     rows = []
     for i in range(longest):
         m = match[reach[:, i], i]
-        lo, hi = acc.bootstrap_ci(m, np.ones(len(m)), n_boot, seed)
+        lo, hi = bootstrap_ci(m, np.ones(len(m)), n_boot, seed)
         rows.append((i, len(m), float(m.mean()), lo, hi, float(same[reach[:, i], i].mean())))
     return pl.DataFrame(rows, schema={"position": pl.Int64, "n": pl.Int64, "positional_match_rate": pl.Float64,
                                       "positional_match_rate_lo": pl.Float64, "positional_match_rate_hi": pl.Float64,
@@ -176,8 +176,8 @@ def _grouped_rates(scores: pl.DataFrame, by: str, n_boot: int, seed: int) -> pl.
     rows = []
     for (key,), part in per.group_by(by, maintain_order=True):
         n = part["n"].to_numpy().astype(np.float64)
-        m_lo, m_hi = acc.bootstrap_ci(part["m"].to_numpy(), n, n_boot, seed)
-        s_lo, s_hi = acc.bootstrap_ci(part["s"].to_numpy(), n, n_boot, seed)
+        m_lo, m_hi = bootstrap_ci(part["m"].to_numpy(), n, n_boot, seed)
+        s_lo, s_hi = bootstrap_ci(part["s"].to_numpy(), n, n_boot, seed)
         total = float(n.sum())
         rows.append({by: key, "n": int(total), "n_samples": part.height,
                      "match_rate": float(part["m"].sum()) / total, "match_rate_lo": m_lo, "match_rate_hi": m_hi,
@@ -185,7 +185,7 @@ def _grouped_rates(scores: pl.DataFrame, by: str, n_boot: int, seed: int) -> pl.
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
-def teacher_forced_by_position(scores: pl.DataFrame, n_boot: int = acc.N_BOOT, seed: int = 0) -> pl.DataFrame:
+def teacher_forced_by_position(scores: pl.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> pl.DataFrame:
     """Per answer position: the draft's match rate given the target's prefix and its mean summin."""
     return _grouped_rates(scores.with_columns(pl.col("position").cast(pl.Int64)), "position", n_boot, seed)
 
@@ -196,7 +196,7 @@ def class_of_positions(scores: pl.DataFrame, classes: Mapping[int, str]) -> pl.D
     return scores.with_columns(pl.when(pl.col("is_eos")).then(pl.lit("special")).otherwise(cls).alias("token_class"))
 
 
-def by_token_class(scores: pl.DataFrame, classes: Mapping[int, str], n_boot: int = acc.N_BOOT,
+def by_token_class(scores: pl.DataFrame, classes: Mapping[int, str], n_boot: int = N_BOOT,
                    seed: int = 0) -> pl.DataFrame:
     """Acceptance by the class of the target token (match rate and mean summin, with intervals)."""
     out = _grouped_rates(class_of_positions(scores, classes), "token_class", n_boot, seed)
@@ -265,7 +265,7 @@ def _num(v) -> str:
 
 
 def by_sample_attribute(scores: pl.DataFrame, manifest: pl.DataFrame, attributes: Sequence[str] = ATTRIBUTES,
-                        max_bins: int = 4, n_boot: int = acc.N_BOOT, seed: int = 0) -> pl.DataFrame:
+                        max_bins: int = 4, n_boot: int = N_BOOT, seed: int = 0) -> pl.DataFrame:
     """Acceptance against sample attributes of the manifest: per attribute and group (a value,
     or a quantile bin of a numeric attribute with many values), the pooled teacher-forced match
     rate and mean summin with bootstrap intervals over the group's samples.
@@ -293,8 +293,8 @@ def by_sample_attribute(scores: pl.DataFrame, manifest: pl.DataFrame, attributes
             if not part.height:
                 continue
             n = part["n"].to_numpy().astype(np.float64)
-            m_lo, m_hi = acc.bootstrap_ci(part["m"].to_numpy(), n, n_boot, seed)
-            s_lo, s_hi = acc.bootstrap_ci(part["s"].to_numpy(), n, n_boot, seed)
+            m_lo, m_hi = bootstrap_ci(part["m"].to_numpy(), n, n_boot, seed)
+            s_lo, s_hi = bootstrap_ci(part["s"].to_numpy(), n, n_boot, seed)
             total = float(n.sum())
             rows.append({"attribute": attr, "group": label, "order": k, "n_samples": part.height, "n": int(total),
                          "match_rate": float(part["m"].sum()) / total, "match_rate_lo": m_lo, "match_rate_hi": m_hi,
@@ -323,8 +323,7 @@ class Divergence:
 
     @property
     def label(self) -> str:
-        r = self.run
-        return f"{r.dataset} · {r.draft} -> {r.target} · {r.decoding.name}"
+        return self.run.label(with_dataset=True)
 
     @property
     def median_first_divergence(self) -> float:
@@ -332,7 +331,7 @@ class Divergence:
         return float(pos.median()) if len(pos) else math.nan
 
 
-def analyse_run(run: Run, manifest: pl.DataFrame | str | None, n_boot: int = acc.N_BOOT, seed: int = 0,
+def analyse_run(run: Run, manifest: pl.DataFrame | str | None, n_boot: int = N_BOOT, seed: int = 0,
                 top: int = 10) -> Divergence:
     """Every table of this module for one run, from its stored artifacts."""
     from .translation import TokenMap

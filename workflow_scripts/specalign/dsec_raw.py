@@ -15,7 +15,7 @@ last image and the last event (so no clip holds events for only part of its
 duration because the event recording began late). A
 window [start, end) becomes clip k of the sequence (k = the window's index,
 so a skipped window leaves a gap in the numbering and a clip id always says
-where in the sequence it lies), written with demo_data.write_clip, the
+where in the sequence it lies), written with clips.write_clip, the
 writer the demo dataset uses, so dataset.py reads both the same way.
 
 A sequence's events are never loaded whole (DSEC sequences hold 10^8-10^9
@@ -37,8 +37,8 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the blosc filter DSEC's events.h5 files need)
 import numpy as np
 
+from .clips import N_EVENT_FRAMES, atomic_dataset_dir, write_clip
 from .dataset import relative_path
-from .demo_data import N_EVENT_FRAMES, atomic_dataset_dir, write_clip
 from .video import read_pngs
 
 # The public EventGPT DSEC builds name their instruction file this way.

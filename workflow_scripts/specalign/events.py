@@ -2,7 +2,7 @@
 
 An event stream is a dict of equal-length 1-D arrays ``x, y, t, p`` (pixel
 column, pixel row, time in microseconds, polarity), sorted by ``t``, as
-stored in the DSEC clip files (see dataset.load_event_file). Nothing here
+stored in the DSEC clip files (see event_files.load_event_file). Nothing here
 reads files: every function takes arrays, so the same code serves real and
 demo data and can be tested with hand-placed events.
 

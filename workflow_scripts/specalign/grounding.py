@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 
 import polars as pl
 
-from . import acceptance as acc
+from .bootstrap import N_BOOT, bootstrap_ci
 from .config import ConfigError
 from .specs import Run
 
@@ -164,9 +164,9 @@ def classify(drops: pl.DataFrame, target_threshold_nats: float, draft_threshold_
         .otherwise(pl.lit("language")).alias("grounding"))
 
 
-def class_table(classified: pl.DataFrame, n_boot: int = acc.N_BOOT, seed: int = 0) -> pl.DataFrame:
+def class_table(classified: pl.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> pl.DataFrame:
     """One row per class (all four, in CLASSES order, even when empty): tokens, acceptance, shares, and
-    the intervals of match_rate and mismatch_share (percentile bootstrap over clips, acceptance.py's)."""
+    the intervals of match_rate and mismatch_share (percentile bootstrap over clips, bootstrap.py's)."""
     c = classified.with_columns((~pl.col("match")).alias("_miss"), (1.0 - pl.col("summin")).alias("_rej"))
     # per clip (sorted: the bootstrap's resamples follow the order) and class: tokens, matches, misses
     clips = c.group_by("sample_id").agg(pl.col("_miss").sum().alias("all_miss")).sort("sample_id")
@@ -190,8 +190,8 @@ def class_table(classified: pl.DataFrame, n_boot: int = acc.N_BOOT, seed: int = 
     for name in CLASSES:
         r = per.get(name)
         n = int(r["tokens"]) if r else 0
-        match_ci = acc.bootstrap_ci(per_clip(name, "m"), per_clip(name, "n"), n_boot, seed)
-        miss_ci = acc.bootstrap_ci(per_clip(name, "x"), clips["all_miss"].to_numpy(), n_boot, seed)
+        match_ci = bootstrap_ci(per_clip(name, "m"), per_clip(name, "n"), n_boot, seed)
+        miss_ci = bootstrap_ci(per_clip(name, "x"), clips["all_miss"].to_numpy(), n_boot, seed)
         rows.append({
             "grounding": name, "tokens": n, "token_share": ratio(n, total_tokens),
             "matches": int(r["matches"]) if r else 0, "match_rate": ratio(r["matches"], n) if r else float("nan"),
@@ -220,7 +220,7 @@ def by_token(classified: pl.DataFrame) -> pl.DataFrame:
 
 
 def run_rows(keys: Mapping[str, str], plain: pl.DataFrame, target_ablated: pl.DataFrame,
-             draft_ablated: pl.DataFrame, s: Settings, n_boot: int = acc.N_BOOT) -> pl.DataFrame:
+             draft_ablated: pl.DataFrame, s: Settings, n_boot: int = N_BOOT) -> pl.DataFrame:
     """grounding.csv's four rows of one run (keys: dataset, draft, target, decoding)."""
     classified = classify(token_drops(plain, target_ablated, draft_ablated), s.target_threshold_nats,
                           s.draft_threshold_nats)
@@ -238,7 +238,7 @@ def frame(parts: list[pl.DataFrame]) -> pl.DataFrame:
 
 
 def grounding_table(runs: Sequence[Run], ablation_runs: Sequence[Run], entry: Mapping | None,
-                    n_boot: int = acc.N_BOOT) -> pl.DataFrame:
+                    n_boot: int = N_BOOT) -> pl.DataFrame:
     """grounding.csv from the artifacts: for every plain run that has both configured ablations scored
     (an ablation applies only to the models and decodings it names: ablations.applies), its four rows.
     `entry`: the acceptance spec's `grounding` (spec_entry), None: an empty table."""

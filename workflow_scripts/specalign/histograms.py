@@ -13,7 +13,7 @@ and derives from it, exactly:
 - mean accepted length (the bonus token included) = 1 + sum_j j h_j / rounds = 1 + sum_i marginal_i.
 
 Why not per_position.csv's existing `unconditional` / `conditional`: those count, at position i,
-only the rounds that OFFERED a proposal at i inside the answer (acceptance.py, "Proposals past the
+only the rounds that OFFERED a proposal at i inside the answer (replay.py, "Proposals past the
 end of the answer"), so they measure agreement where agreement was possible. The engine convention
 counts every round: a position the round did not propose (the length budget capped g) or that lies
 past the answer's end counts as not accepted. Only the engine convention makes
@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from . import acceptance as acc
+from .replay import replay
 from .specs import Run
 
 KEYS = ["dataset", "draft", "target", "decoding"]
@@ -158,7 +159,7 @@ def run_histograms(run: Run, gammas: Sequence[int]) -> pl.DataFrame:
         scores = pl.read_parquet(run.scores, columns=["sample_id", "position", "match", "max_new_tokens"])
         streams = acc.streams(scores)
         for g in sorted(set(int(x) for x in gammas) | set(loop_gammas)):
-            r = acc.replay(streams, g)
+            r = replay(streams, g)
             rows += histogram_rows(run.keys, g, "greedy_replay", histogram(r.accepted, g, f"{run.scores} (replay)"))
     for g in loop_gammas:
         part = loops.filter(pl.col("gamma") == g)["accepted"].to_numpy()

@@ -51,6 +51,7 @@ import numpy as np
 import polars as pl
 
 from . import acceptance as acc
+from .replay import Rounds, Streams, _check_gamma, _lockstep_rounds, _ratio, _run_lengths, replay
 from .specs import Run
 
 ROUTER = "oracle_router"   # the `draft` of router rows
@@ -119,12 +120,12 @@ def shared_scores(scores: Mapping[str, pl.DataFrame]) -> dict[str, pl.DataFrame]
 class Routed:
     """The router's rounds at one gamma and which draft each clip went to (index into `drafts`)."""
 
-    rounds: acc.Rounds
+    rounds: Rounds
     drafts: list[str]
     choice: np.ndarray
 
 
-def route(per_draft: Mapping[str, acc.Rounds]) -> Routed:
+def route(per_draft: Mapping[str, Rounds]) -> Routed:
     """Per clip, the draft with the fewest rounds (ties: more accepted, fewer drafted, first name).
 
     All drafts' Rounds must cover the same clips in the same order (same target streams).
@@ -158,7 +159,7 @@ def route(per_draft: Mapping[str, acc.Rounds]) -> Routed:
     cols = [np.concatenate(c) for c in zip(*parts)]
     order = np.argsort(cols[0], kind="stable")      # each draft's rounds are already in round order
     sample, start, drafted_r, accepted_r, emitted = (c[order] for c in cols)
-    out = acc.Rounds(list(first.sample_ids), sample, start, drafted_r, accepted_r, emitted, first.lengths)
+    out = Rounds(list(first.sample_ids), sample, start, drafted_r, accepted_r, emitted, first.lengths)
     return Routed(out, names, choice)
 
 
@@ -175,7 +176,7 @@ def routed_alpha(scores: Mapping[str, pl.DataFrame]) -> float:
 
 
 # ------------------------------------------------------------------------------ oracle gamma
-def oracle_gamma_replay(streams: acc.Streams, gamma_cap: int | None) -> acc.Rounds:
+def oracle_gamma_replay(streams: Streams, gamma_cap: int | None) -> Rounds:
     """Rounds when each round's gamma is chosen perfectly (module docstring):
 
         g = a = max(0, min(run of matches from s, gamma_cap, max_new_tokens - s - 1, N - s - 1))
@@ -188,31 +189,20 @@ def oracle_gamma_replay(streams: acc.Streams, gamma_cap: int | None) -> acc.Roun
     run(s + 1) >= run(s) - 1, so by induction after k rounds the oracle is at or ahead of any policy.
     """
     if gamma_cap is not None:
-        acc._check_gamma(gamma_cap)
+        _check_gamma(gamma_cap)
     n = streams.lengths
     first = streams.offsets[:-1]
-    run = acc._run_lengths(streams.matches, np.repeat(streams.offsets[1:], n))
-    s = np.zeros(len(n), dtype=np.int64)
-    active = np.flatnonzero(n > 0)
-    steps = []
-    while active.size:
-        sa = s[active]
+    run = _run_lengths(streams.matches, np.repeat(streams.offsets[1:], n))
+
+    def step(active, sa):
         # run is capped at the stream's end; N - s - 1 leaves its last token to the verify pass
         g = np.minimum(np.minimum(run[first[active] + sa], streams.budgets[active] - sa - 1), n[active] - sa - 1)
         if gamma_cap is not None:
             g = np.minimum(g, gamma_cap)
         g = np.maximum(0, g)
-        e = g + 1
-        steps.append((active, sa, g, g, e))
-        s[active] = sa + e
-        active = active[s[active] < n[active]]
-    if not steps:
-        z = np.zeros(0, dtype=np.int64)
-        return acc.Rounds(list(streams.sample_ids), z, z, z, z, z, n)
-    cols = [np.concatenate(c) for c in zip(*steps)]
-    order = np.argsort(cols[0], kind="stable")
-    sample, start, drafted, accepted, emitted = (c[order] for c in cols)
-    return acc.Rounds(list(streams.sample_ids), sample, start, drafted, accepted, emitted, n)
+        return g, g, g + 1
+
+    return _lockstep_rounds(streams.sample_ids, n, step)
 
 
 # ------------------------------------------------------------------------------ rows
@@ -220,7 +210,7 @@ _ROUND_COLUMNS = ("n_samples", "rounds", "drafted", "accepted", "emitted", "tau"
                   "tokens_per_call", "token_acceptance_rate")
 
 
-def _round_columns(rounds: acc.Rounds, n_boot: int) -> dict:
+def _round_columns(rounds: Rounds, n_boot: int) -> dict:
     """The round columns, through the one summary function the replay and the loop share."""
     gamma = max(1, int(rounds.drafted.max()) if len(rounds.drafted) else 1)
     row = acc._summarise_gamma(gamma, rounds, gamma, n_boot, 0)
@@ -250,7 +240,7 @@ def group_rows(group: Group, scores: Mapping[str, pl.DataFrame], gammas: Sequenc
     (only with two drafts or more), and each draft's oracle gamma (greedy only), all on the clips
     every draft of the group scored (`shared_scores`). `costs`: draft -> its measured c (none: the
     speedup_at_c columns stay empty)."""
-    gammas = sorted({acc._check_gamma(g) for g in gammas})
+    gammas = sorted({_check_gamma(g) for g in gammas})
     costs = dict(costs or {})
     shared = shared_scores(scores)
     names = sorted(shared)
@@ -262,7 +252,7 @@ def group_rows(group: Group, scores: Mapping[str, pl.DataFrame], gammas: Sequenc
     router_alpha = routed_alpha(shared) if len(names) > 1 else None
     best: dict[str, tuple[int | None, float | None]] = {n: (None, None) for n in names}
     for g in gammas:
-        replays = {n: acc.replay(streams[n], g) for n in names} if group.greedy else {}
+        replays = {n: replay(streams[n], g) for n in names} if group.greedy else {}
         for n in names:
             row = {**keys, "draft": n, "kind": "measured", "is_bound": False, "method": method, "gamma": g,
                    "n_samples": n_samples, "leviathan_alpha": _alpha(shared[n]), "c": costs.get(n)}
@@ -295,7 +285,7 @@ def group_rows(group: Group, scores: Mapping[str, pl.DataFrame], gammas: Sequenc
                              "gamma_cap": cap, **cols, "leviathan_alpha": _alpha(shared[n]), "c": costs.get(n),
                              "speedup_at_c": speedup_at_c(cols["emitted"], cols["rounds"], cols["drafted"],
                                                           costs.get(n)),
-                             "mean_gamma": acc._ratio(cols["drafted"], cols["rounds"]),
+                             "mean_gamma": _ratio(cols["drafted"], cols["rounds"]),
                              "best_fixed_gamma": best[n][0], "best_fixed_speedup_at_c": best[n][1]})
     return rows
 

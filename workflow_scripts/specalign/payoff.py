@@ -71,7 +71,7 @@ def tokens_per_round(marginals: Sequence[float]) -> float:
 def marginals(accepted: Sequence[int], gamma: int) -> list[float]:
     """P(accepted >= i), i = 1..gamma, over rounds (`accepted`: each round's accepted count): the
     histogram's marginals. 1 + their sum is tau = (accepted + rounds) / rounds exactly. Unlike
-    acceptance.per_position's unconditional rate, every round counts, proposals past the answer's end
+    replay.per_position's unconditional rate, every round counts, proposals past the answer's end
     included (never accepted): E must be what a round really yields."""
     a = [int(x) for x in accepted]
     if not a:

@@ -2,9 +2,9 @@
 
     python -m specalign.plan CONFIG [--gpu-memory-gb N]
 
-Nothing is loaded: the parameter counts are computed from each checkpoint's config.json (the
-architecture's formula, checked against the real transformers classes built on the meta device in
-tests/test_plan.py), so the plan runs at parse time, where it (1) gives every rule its `mem_mb`
+Nothing is loaded: the parameter counts are computed from each checkpoint's config.json
+(model_shapes.py: the architecture's formula, checked against the real transformers classes built on
+the meta device in tests/test_plan.py), so the plan runs at parse time, where it (1) gives every rule its `mem_mb`
 (rules/common.smk: what a SLURM job asks for) and (2) refuses, before any job starts, a job whose
 GPU figure exceeds `gpu_memory_gb`, naming the job and the figure.
 
@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import checkpoint_model, model_path
+from .model_shapes import PUBLISHED, Shape, param_parts, published_config, shape_of, total_params
 from .specs import SCHEMA_PATH
 from .stages import all_jobs, loop_gammas, timing_gammas
 
 GiB = 2 ** 30
-PUBLISHED = Path(__file__).resolve().parent / "published"
 # Assumptions, each a stated constant (README "Resource plan"):
 PROMPT_TEXT_TOKENS = 128      # system prompt + question + template around the visual tokens: an upper bound
 CUDA_CONTEXT = 0.75 * GiB     # CUDA runtime, cuBLAS workspaces, allocator slack per device
@@ -49,121 +49,10 @@ MIN_MEM_MB = 4000             # the least mem_mb a job asks for (the profile's o
 HOST_HEADROOM = 1.25          # SLURM mem_mb = predicted host memory x this
 EVENT_RATE = 30e6             # events per second a raw DSEC window is planned for (build_clips)
 EVENT_BYTES = 13              # x, y (uint16), p (uint8), t (int64) per event
-VIDEO_FRAMES = 8              # Video-LLaVA's sampled frames (video.uniform_frame_indices)
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # bytes per quantized weight (scales included: per-row for int8, one bf16 scale + zero per 128 for int4)
 QUANT_BYTES = {"int8_dynamic": 1.0, "int8_weight": 1.0, "int4_weight": 0.5 + 4 / 128}
 LORA_MODULES = 4              # q, k, v, o of every decoder layer (distill.trainable)
-
-# transformers' defaults for keys a config.json leaves out (LlamaConfig, CLIPVisionConfig);
-# tests/test_plan.py checks them against the classes.
-LLAMA_DEFAULTS = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-                  "num_attention_heads": 32, "num_key_value_heads": None, "vocab_size": 32000,
-                  "tie_word_embeddings": False}
-CLIP_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "image_size": 224,
-                 "patch_size": 32, "num_channels": 3}
-
-
-# --------------------------------------------------------------------------------- checkpoint shapes
-@dataclass(frozen=True)
-class Shape:
-    """What the plan reads of a checkpoint's config.json."""
-
-    family: str
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    vocab: int
-    tied: bool
-    vision: dict | None          # CLIP tower sizes (None: text only)
-    towers: int                  # CLIP towers (Video-LLaVA has an image and a video tower)
-    visual_tokens: int           # placeholders the prompt holds
-    frames: int                  # images the vision tower encodes per prompt (video frames, event frames)
-    source: str                  # where the config came from
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-
-def _text(cfg: dict) -> dict:
-    inner = cfg.get("text_config") or cfg
-    out = {k: inner.get(k, v) for k, v in LLAMA_DEFAULTS.items()}
-    out["vocab_size"] = inner.get("vocab_size", cfg.get("vocab_size", LLAMA_DEFAULTS["vocab_size"]))
-    out["tie_word_embeddings"] = cfg.get("tie_word_embeddings", inner.get("tie_word_embeddings", False))
-    if out["num_key_value_heads"] is None:
-        out["num_key_value_heads"] = out["num_attention_heads"]
-    return out
-
-
-def _vision(v: dict) -> dict:
-    return {k: v.get(k, d) for k, d in CLIP_DEFAULTS.items()}
-
-
-def shape_of(family: str, cfg: dict, source: str, event_frames: int = 5) -> Shape:
-    t = _text(cfg)
-    vision, towers, tokens, frames = None, 0, 0, 0
-    if family in ("llava", "video_llava"):
-        vision = _vision(cfg.get("vision_config") or {})
-        grid = (vision["image_size"] // vision["patch_size"]) ** 2
-        if family == "llava":   # default strategy: the CLS token dropped
-            towers, tokens, frames = 1, grid + (cfg.get("vision_feature_select_strategy", "default") != "default"), 1
-        else:                   # an image and a video tower; 8 frames of grid + CLS
-            towers, tokens, frames = 2, VIDEO_FRAMES * (grid + 1), VIDEO_FRAMES
-    elif family == "eventgpt":
-        if not cfg.get("mm_visual_tower_config"):  # the released tower is CLIP-L/14-336 (configuration.py)
-            cfg = {**cfg, "mm_visual_tower_config": _published("eventgpt")[0]["mm_visual_tower_config"]}
-        vision = _vision(cfg["mm_visual_tower_config"])
-        towers, frames = 1, event_frames
-        tokens = event_frames + (vision["image_size"] // vision["patch_size"]) ** 2 + 1
-    return Shape(family, t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"], t["num_attention_heads"],
-                 t["num_key_value_heads"], t["vocab_size"], bool(t["tie_word_embeddings"]), vision, towers, tokens,
-                 frames, source)
-
-
-def _published(family: str) -> tuple[dict, Path]:
-    path = PUBLISHED / f"{family}.json"
-    return json.loads(path.read_text()), path
-
-
-# --------------------------------------------------------------------------------- parameter counts
-def layer_params(s: Shape) -> tuple[int, int]:
-    """(Linear weights, other parameters) of one decoder layer (Llama: no biases)."""
-    hd = s.head_dim
-    linear = s.hidden * s.heads * hd * 2 + s.hidden * s.kv_heads * hd * 2 + 3 * s.hidden * s.intermediate
-    return linear, 2 * s.hidden
-
-
-def clip_params(v: dict) -> int:
-    d, i, p, c = v["hidden_size"], v["intermediate_size"], v["patch_size"], v["num_channels"]
-    positions = (v["image_size"] // p) ** 2 + 1
-    embeddings = d + c * p * p * d + positions * d              # class, patch conv (no bias), positions
-    layer = 4 * (d * d + d) + (d * i + i) + (i * d + d) + 4 * d  # attention, MLP, two layer norms
-    return embeddings + 2 * d + v["num_hidden_layers"] * layer + 2 * d  # pre and post layer norm
-
-
-def param_parts(s: Shape) -> dict[str, int]:
-    """Parameters by part: what quantization and layer truncation act on are kept apart."""
-    linear, other = layer_params(s)
-    parts = {"decoder_linear_per_layer": linear, "decoder_other_per_layer": other,
-             "embeddings": s.vocab * s.hidden + s.hidden,   # + the final norm
-             "lm_head": 0 if s.tied else s.vocab * s.hidden, "vision": 0}
-    if s.vision is not None:
-        dv = s.vision["hidden_size"]
-        projector = (dv * s.hidden + s.hidden) + (s.hidden * s.hidden + s.hidden)   # two-layer MLP, biases
-        if s.family == "eventgpt":
-            projector += s.hidden * s.hidden + s.hidden                           # the feature adaptor
-        parts["vision"] = s.towers * clip_params(s.vision) + projector
-    return parts
-
-
-def total_params(s: Shape, layers: int | None = None) -> int:
-    p = param_parts(s)
-    n = s.layers if layers is None else layers
-    return n * (p["decoder_linear_per_layer"] + p["decoder_other_per_layer"]) + p["embeddings"] + p["lm_head"] + \
-        p["vision"]
 
 
 # --------------------------------------------------------------------------------- one model
@@ -322,7 +211,7 @@ def model_of(cfg: dict, name: str) -> Model | None:
         elif own.get("demo"):
             return None
         elif (PUBLISHED / f"{m['family']}.json").is_file():
-            pub, src = _published(m["family"])
+            pub, src = published_config(m["family"])
             shape = shape_of(m["family"], pub, f"published {m['family']} config {src.name} "
                                               f"({path} not on this machine)", frames)
         else:

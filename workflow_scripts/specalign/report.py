@@ -2,145 +2,28 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import polars as pl
 
+from . import report_tables as rt
 from .explain import by_position, by_reason, disagreement_table
+from .report_format import labelled as _with_predicted
+from .report_format import md_table
 from .specs import Run
 from .translation import TokenMap
 
 
-def _fmt(v, digits=3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def md_table(df: pl.DataFrame, columns: list[str]) -> str:
-    cols = [c for c in columns if c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in df.select(cols).iter_rows():
-        lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
-# Columns a model predicts (the i.i.d. model, and payoff.py's cost model on measured inputs): every
-# report shows them under a "(predicted)" header, so no table presents a prediction as a measurement.
-PREDICTED = ("iid_token_acceptance", "iid_tau", "expected_speedup_iid", "speedup_iid", "latency_speedup",
-             "best_gamma", "best_gamma_lo", "best_gamma_hi", "predicted_speedup", "predicted_speedup_overlapped",
-             "predicted_speedup_steady", "free_draft_tokens", "break_even_alpha", "speedup_at_c",
-             "best_fixed_speedup_at_c")
-
-PAYOFF_COLUMNS = ["dataset", "draft", "target", "decoding", "deployment", "gamma", "draft_sampling", "device",
-                  "measured_speedup", "measured_speedup_lo", "measured_speedup_hi", "verdict", "c", "c_lo", "c_hi",
-                  "verify_cost", "leviathan_alpha", "alpha_argmax", "predicted_speedup",
-                  "predicted_speedup_overlapped", "break_even_alpha"]
-
-
-def plain_runs(df: pl.DataFrame) -> pl.DataFrame:
-    """The rows of the plain runs: an input ablation's rows (its `ablation` column set) are a diagnosis
-    scored along the same streams, not a deployable draft, and have their own section."""
-    if df.height and "ablation" in df.columns:
-        return df.filter(pl.col("ablation").is_null())
-    return df
-
-
-def verdict(speedup, lo, hi) -> str:
-    """Words for a measured speedup and its 95% interval: only an interval wholly above (below) 1 decides."""
-    if speedup is None or (isinstance(speedup, float) and math.isnan(speedup)):
-        return "not timed"
-    if lo is None or hi is None or any(isinstance(x, float) and math.isnan(x) for x in (lo, hi)):
-        return "cannot tell (no interval)"
-    if lo > 1:
-        return "pays off"
-    if hi < 1:
-        return "does not pay off"
-    return "cannot tell (interval straddles 1)"
-
-
-def payoff_table(summary: pl.DataFrame, trees: pl.DataFrame | None = None) -> pl.DataFrame:
-    """The payoff per run and deployment mode: one row per dataset x draft x target x decoding x gamma at
-    which the paired timing job timed the loop against plain decoding (summary.csv's measured_speedup,
-    with its interval over clips and the device it ran on), its verdict, the measured acceptance it comes
-    from, and the cost model's predictions beside it (marked predicted). With `trees` (trees.csv), each
-    run's best tree by predicted speedup joins as a row of its own: no tree loop is timed, so its
-    measured columns are empty and its verdict says so."""
-    summary = plain_runs(summary)
-    if not summary.height or "measured_speedup" not in summary.columns:
-        return pl.DataFrame()
-    rows = summary.filter(pl.col("measured_speedup").is_not_null())
-    if not rows.height:
-        return pl.DataFrame()
-    rows = rows.with_columns(
-        pl.format("chain, gamma {}", pl.col("gamma")).alias("deployment"),
-        pl.struct("measured_speedup", "measured_speedup_lo", "measured_speedup_hi")
-        .map_elements(lambda r: verdict(r["measured_speedup"], r["measured_speedup_lo"], r["measured_speedup_hi"]),
-                      return_dtype=pl.String).alias("verdict"))
-    out = rows.select([c for c in PAYOFF_COLUMNS if c in rows.columns])
-    best = best_trees(trees)
-    if best.height:
-        keys = ["dataset", "draft", "target", "decoding"]
-        alphas = summary.group_by(keys).agg(*(pl.col(c).first() for c in ("leviathan_alpha", "alpha_argmax")
-                                              if c in summary.columns))
-        tree_rows = best.join(alphas, on=keys, how="left").with_columns(
-            pl.format("tree {} ({} nodes, depth {})", pl.col("tree"), pl.col("nodes"), pl.col("levels"))
-            .alias("deployment"),
-            pl.lit("argmax").alias("draft_sampling"),
-            pl.lit("not timed (predicted only)").alias("verdict"))
-        tree_rows = tree_rows.select([c for c in out.columns if c in tree_rows.columns])
-        out = pl.concat([out, tree_rows], how="diagonal_relaxed")
-    return out.sort(["dataset", "target", "decoding", "draft"], maintain_order=True)
-
-
-def best_trees(trees: pl.DataFrame | None) -> pl.DataFrame:
-    """Per run, the tree of trees.csv with the highest predicted speedup (ties: fewer nodes)."""
-    if trees is None or not trees.height or "predicted_speedup" not in trees.columns:
-        return pl.DataFrame()
-    keys = ["dataset", "draft", "target", "decoding"]
-    return (trees.filter(pl.col("predicted_speedup").is_not_null())
-            .sort(["predicted_speedup", "nodes"], descending=[True, False])
-            .group_by(keys, maintain_order=True).first().sort(keys))
-
-
-ABLATION_COLUMNS = ["dataset", "draft", "target", "decoding", "ablation", "plain_alpha", "leviathan_alpha",
-                    "leviathan_alpha_lo", "leviathan_alpha_hi", "alpha_change", "tau", "plain_tau"]
-
-
-def ablation_table(summary: pl.DataFrame) -> pl.DataFrame:
-    """Each input ablation's alpha (with its interval) beside its plain run's, at the smallest gamma of
-    each (alpha does not depend on gamma), and tau at the largest gamma beside the plain run's."""
-    if not summary.height or "ablation" not in summary.columns:
-        return pl.DataFrame()
-    abl = summary.filter(pl.col("ablation").is_not_null())
-    if not abl.height:
-        return pl.DataFrame()
-    keys = ["dataset", "draft", "target", "decoding"]
-    g_lo, g_hi = summary["gamma"].min(), summary["gamma"].max()
-    plain = plain_runs(summary)
-    base = (plain.filter(pl.col("gamma") == g_lo).select(*keys, pl.col("leviathan_alpha").alias("plain_alpha"))
-            .join(plain.filter(pl.col("gamma") == g_hi).select(*keys, pl.col("tau").alias("plain_tau")), on=keys,
-                  how="left"))
-    taus = abl.filter(pl.col("gamma") == g_hi).select(*keys, "ablation", "tau")
-    rows = (abl.filter(pl.col("gamma") == g_lo).drop("tau").join(taus, on=[*keys, "ablation"], how="left")
-            .join(base, on=keys, how="left")
-            .with_columns((pl.col("leviathan_alpha") - pl.col("plain_alpha")).alias("alpha_change")))
-    return rows.select(ABLATION_COLUMNS).sort([*keys, "ablation"])
-
-
-TREE_COLUMNS = ["dataset", "draft", "target", "decoding", "tree", "kind", "nodes", "levels", "tau", "tau_lo", "tau_hi",
-                "tau_every_start", "expected_tau", "verify_cost", "verify_cost_source", "predicted_speedup"]
+def labelled(df: pl.DataFrame, columns: list[str], also=()) -> tuple[pl.DataFrame, list[str]]:
+    """`df` with its predicted columns (rt.PREDICTED and `also`) marked "(predicted)", and `columns` to match."""
+    return _with_predicted(df, columns, (*rt.PREDICTED, *also))
 
 
 def trees_section(trees: pl.DataFrame) -> list[str]:
     """report.md's trees: every replayed tree, the best per run, and the limit of the replay."""
     if trees is None or not trees.height:
         return []
-    pred, cols = _labelled(trees.sort(["dataset", "target", "draft", "decoding", "nodes"]), TREE_COLUMNS,
-                           also=("expected_tau",))
+    pred, cols = labelled(trees.sort(["dataset", "target", "draft", "decoding", "nodes"]), rt.TREE_COLUMNS)
     return ["## Trees: the draft's 2nd and 3rd choices, verified in one pass", "",
             "Exact greedy replay of static token trees from the scores' `target_rank` (the rank of the target's",
             "token among the draft's proposals): a round accepts the longest prefix whose rank sequence is a",
@@ -152,22 +35,6 @@ def trees_section(trees: pl.DataFrame) -> list[str]:
             "`verify_cost_source` is `measured`, else extrapolated) and one draft step per level. Dynamic",
             "trees that choose nodes by off-path probabilities (EAGLE-2) are not replayed here.", "",
             md_table(pred, cols), ""]
-
-
-GROUNDING_COLUMNS = ["dataset", "draft", "target", "decoding", "grounding", "tokens", "token_share", "match_rate",
-                     "match_rate_lo", "match_rate_hi", "mismatches", "mismatch_share", "mismatch_share_lo",
-                     "mismatch_share_hi", "mean_rgb_drop", "mean_event_drop"]
-ORACLE_COLUMNS = ["dataset", "target", "decoding", "draft", "kind", "gamma", "gamma_cap", "candidates", "routed",
-                  "rounds", "drafted", "tau", "tokens_per_call", "mean_gamma", "leviathan_alpha", "c", "speedup_at_c",
-                  "best_fixed_gamma", "best_fixed_speedup_at_c"]
-
-
-def oracle_bounds(oracle: pl.DataFrame | None) -> pl.DataFrame:
-    """oracle.csv's bound rows (the router across drafts, the per-round oracle gamma): the measured rows
-    they stand beside are the summary's."""
-    if oracle is None or not oracle.height or "is_bound" not in oracle.columns:
-        return pl.DataFrame()
-    return oracle.filter(pl.col("is_bound"))
 
 
 def grounding_section(grounding: pl.DataFrame | None) -> list[str]:
@@ -184,14 +51,14 @@ def grounding_section(grounding: pl.DataFrame | None) -> list[str]:
             "every distillation) and `both`. Measured per class: the draft's match rate and its share of the run's",
             "mismatches, with 95% bootstrap intervals over clips. A measurement of these two ablations at these",
             "thresholds, not a causal proof.", "",
-            md_table(grounding.sort(["dataset", "target", "draft", "decoding", "grounding"]), GROUNDING_COLUMNS), ""]
+            md_table(grounding.sort(["dataset", "target", "draft", "decoding", "grounding"]), rt.GROUNDING_COLUMNS), ""]
 
 
 def oracle_section(oracle: pl.DataFrame | None) -> list[str]:
-    bounds = oracle_bounds(oracle)
+    bounds = rt.oracle_bounds(oracle)
     if not bounds.height:
         return []
-    pred, cols = _labelled(bounds, ORACLE_COLUMNS)
+    pred, cols = labelled(bounds, rt.ORACLE_COLUMNS)
     return ["## Oracle bounds: what knowing the match bits in advance would give (not deployable)", "",
             "Bounds from the stored match bits, beside the measured drafts above (oracle.csv also holds those rows,",
             "`is_bound` false). `oracle_router`: each clip sent to the draft of its target that needs the fewest",
@@ -204,19 +71,12 @@ def oracle_section(oracle: pl.DataFrame | None) -> list[str]:
             md_table(pred, cols), ""]
 
 
-def _labelled(df: pl.DataFrame, columns: list[str], also=()) -> tuple[pl.DataFrame, list[str]]:
-    """`df` with its predicted columns renamed "<name> (predicted)", and `columns` to match."""
-    names = {c: f"{c} (predicted)" for c in (*PREDICTED, *also) if c in df.columns}
-    return df.rename(names), [names.get(c, c) for c in columns]
-
-
 def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats: dict[str, dict],
            explained: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]],
            trees: pl.DataFrame | None = None, grounding: pl.DataFrame | None = None,
            oracle: pl.DataFrame | None = None) -> str:
-    labelled = _labelled
-    ablations = ablation_table(summary)
-    summary = plain_runs(summary)
+    ablations = rt.ablation_table(summary)
+    summary = rt.plain_runs(summary)
 
     out = ["# specalign report", ""]
     out += ["## Acceptance beside the seed's measure", "",
@@ -235,9 +95,9 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
     out += ["", "`alpha_argmax` is the acceptance as serving engines draft (vLLM V1, SGLang, TensorRT-LLM propose",
             "the draft's argmax; the target accepts it with probability p_target(argmax q)): equal to alpha for",
             "greedy decoding, beside Leviathan's sum-min alpha for sampled decodings.", ""]
-    payoff = payoff_table(summary, trees)
+    payoff = rt.payoff_table(summary, trees)
     if payoff.height:
-        pred, cols = labelled(payoff, PAYOFF_COLUMNS)
+        pred, cols = labelled(payoff, rt.PAYOFF_COLUMNS)
         out += ["## Does the draft pay off: measured in one job", "",
                 "Per deployment mode, the real loop against plain target decoding on the same clips, both timed",
                 "interleaved in the run's ONE paired timing job (`measured_speedup`, 95% bootstrap interval over",
@@ -293,7 +153,7 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
                                      "target_step_ms"],
                               also=("tokens_per_call",))  # cost_model.csv's is the i.i.d. E[tokens per call]
         out.append(md_table(pred, cols))
-    ranking = draft_ranking(summary, loop)
+    ranking = rt.draft_ranking(summary, loop)
     if ranking.height:
         out += ["", "## Which draft pays off", "",
                 "Every draft of a target, ranked by the best predicted speedup over the replayed gammas",
@@ -305,8 +165,7 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
         pred, cols = labelled(ranking, ["dataset", "target", "decoding", "rank", "draft", "leviathan_alpha",
                                         "leviathan_alpha_lo", "leviathan_alpha_hi", "c", "c_lo", "c_hi",
                                         "best_predicted_gamma", "best_predicted_speedup", "best_measured_gamma",
-                                        "best_measured_speedup"],
-                              also=("best_predicted_gamma", "best_predicted_speedup"))
+                                        "best_measured_speedup"])
         out.append(md_table(pred, cols))
     out += [""] + trees_section(trees)
     if ablations.height:
@@ -317,7 +176,7 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
                 "ablation's drop is what that input is worth to the draft; a target-side ablation leaves greedy",
                 "alpha unchanged by construction (only the target's log-probabilities move). Diagnoses, not",
                 "deployable drafts: no loop, timing or payoff is formed for them.", "",
-                md_table(ablations, ABLATION_COLUMNS), ""]
+                md_table(ablations, rt.ABLATION_COLUMNS), ""]
     out += grounding_section(grounding) + oracle_section(oracle)
     out += ["", "## Vocabularies", ""]
     for pair, s in stats.items():
@@ -339,45 +198,6 @@ def render(summary: pl.DataFrame, loop: pl.DataFrame, cost: pl.DataFrame, stats:
     return "\n".join(out) + "\n"
 
 
-def draft_ranking(summary: pl.DataFrame, loop: pl.DataFrame) -> pl.DataFrame:
-    """Per dataset x target x decoding, the drafts ranked by their best predicted speedup
-    (max over gammas of expected_speedup_iid), with the best speedup the real loop measured.
-
-    A draft without a prediction (no c: e.g. its free-running answers ended at the first token, so no
-    decode step was timed) is still listed, last, with its alpha and an empty speedup."""
-    keys = ["dataset", "target", "decoding", "draft"]
-    summary = plain_runs(summary)
-    if not summary.height or "expected_speedup_iid" not in summary.columns:
-        return pl.DataFrame()
-    measured_cols = [c for c in ("leviathan_alpha", "leviathan_alpha_lo", "leviathan_alpha_hi", "c", "c_lo", "c_hi")
-                     if c in summary.columns]
-    best = (summary.sort(pl.col("expected_speedup_iid").fill_null(float("-inf")), descending=True)
-            .group_by(keys, maintain_order=True)
-            .agg(pl.col("gamma").first().alias("best_predicted_gamma"),
-                 pl.col("expected_speedup_iid").first().alias("best_predicted_speedup"),
-                 *(pl.col(c).first() for c in measured_cols))
-            .with_columns(pl.when(pl.col("best_predicted_speedup").is_null()).then(None)
-                          .otherwise(pl.col("best_predicted_gamma")).alias("best_predicted_gamma")))
-    if loop.height and "measured_speedup" in loop.columns:
-        measured = (loop.filter(pl.col("measured_speedup").is_not_null())
-                    .sort("measured_speedup", descending=True).group_by(keys, maintain_order=True)
-                    .agg(pl.col("gamma").first().alias("best_measured_gamma"),
-                         pl.col("measured_speedup").first().alias("best_measured_speedup")))
-        best = best.join(measured, on=keys, how="left")
-    return (best.sort(["dataset", "target", "decoding", "best_predicted_speedup"], descending=[False, False, False, True],
-                      nulls_last=True)
-            .with_columns(pl.col("best_predicted_speedup").fill_null(float("-inf"))
-                          .rank("ordinal", descending=True).over(["dataset", "target", "decoding"])
-                          .cast(pl.Int64).alias("rank")))
-
-
-def read_csv(path) -> pl.DataFrame:
-    try:
-        return pl.read_csv(path, infer_schema_length=None)
-    except pl.exceptions.NoDataError:  # a table with no rows is written as an empty file
-        return pl.DataFrame()
-
-
 def build_report(runs: list[Run], inputs) -> tuple[str, str]:
     """(report.md, disagreements.csv) from the acceptance tables, translation stats and scores.
 
@@ -390,13 +210,13 @@ def build_report(runs: list[Run], inputs) -> tuple[str, str]:
         text = dict(zip(vocab["id"].to_list(), vocab["text"].to_list()))
         reachable = TokenMap.from_table(r.translation, None, None).reachable_ids()
         top = disagreement_table(scores, text, reachable=reachable)
-        key = f"{r.dataset} · {r.draft} -> {r.target} · {r.decoding.name}"
+        key = r.label(with_dataset=True)
         explained[key] = (top, by_reason(scores, reachable), by_position(scores))
         tables.append(top.with_columns(*(pl.lit(v).alias(k) for k, v in r.keys.items())))
     disagreements = pl.concat(tables).write_csv(float_precision=6) if tables else ""
-    extra = {k: read_csv(getattr(inputs, k)) if hasattr(inputs, k) else None for k in ("trees", "grounding", "oracle")}
-    md = render(read_csv(inputs.summary), read_csv(inputs.loop), read_csv(inputs.cost), stats, explained, **extra)
-    return md + distillation_section(read_csv(inputs.distillation)) + clip_datasets_section(inputs.clips), disagreements
+    extra = {k: rt.read_csv(getattr(inputs, k)) if hasattr(inputs, k) else None for k in ("trees", "grounding", "oracle")}
+    md = render(rt.read_csv(inputs.summary), rt.read_csv(inputs.loop), rt.read_csv(inputs.cost), stats, explained, **extra)
+    return md + distillation_section(rt.read_csv(inputs.distillation)) + clip_datasets_section(inputs.clips), disagreements
 
 
 def distillation_section(df: pl.DataFrame) -> str:

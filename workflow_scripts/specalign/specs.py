@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
@@ -140,3 +140,17 @@ class Run:
     @property
     def keys(self) -> dict:
         return {"dataset": self.dataset, "draft": self.draft, "target": self.target, "decoding": self.decoding.name}
+
+    def label(self, with_dataset: bool = False) -> str:
+        """The run's name in every report, plot and log: draft → target · decoding (dataset first when
+        a report holds several datasets)."""
+        return run_label(self.keys, with_dataset)
+
+
+def run_label(keys: Mapping, with_dataset: bool = False) -> str:
+    """A run's label from its keys (a Run's `keys`, or a table row with dataset, draft, target and, when
+    it has one, decoding): the one definition Run.label and the tables' labels share."""
+    base = f"{keys['draft']} → {keys['target']}"
+    if keys.get("decoding"):
+        base += f" · {keys['decoding']}"
+    return f"{keys['dataset']} · {base}" if with_dataset else base

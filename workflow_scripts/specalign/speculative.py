@@ -5,7 +5,7 @@ tokens:
 
 1. g = min(gamma, max_new_tokens - s - 1) (0 allowed: the target just emits a token).
    This is the rule of docs/architecture.md "Greedy round replay", shared with
-   `acceptance.replay_rounds`.
+   `replay.replay_rounds`.
 2. The draft proposes exactly g tokens from its cache; it never stops at its own EOS,
    so the drafted count depends only on s. Greedy: argmax over the draft's logits, then
    d2t_first (= argmax of q_T's support). Sampling, `draft_sampling="sample"`: a draft id
@@ -38,7 +38,7 @@ tokens:
    rejected proposal - and the correction/bonus is fed to it next round via t2d.
 
 Exactness: under greedy decoding the output equals the target's greedy output, and the
-per-round accepted counts equal `acceptance.replay_rounds` on the teacher-forced matches
+per-round accepted counts equal `replay.replay_rounds` on the teacher-forced matches
 (tests/test_speculative.py; a broken draft rollback keeps the output right but breaks
 the counts, which is why the counts are the test).
 

@@ -2,8 +2,8 @@
 
 Puts together what the stages wrote — teacher-forced scores, free-running token
 streams, real-loop rounds — into the rows of results/acceptance/*.csv. The metric
-definitions themselves live in acceptance.py; this module only decides which
-number goes in which row and column.
+definitions themselves live in acceptance.py, replay.py, speedup.py and bootstrap.py; this
+module only decides which number goes in which row and column.
 
 Measured and predicted numbers have separate columns, and a measured column never holds a
 prediction (null where nothing was measured):
@@ -28,9 +28,11 @@ import math
 import polars as pl
 
 from . import acceptance as acc
-from . import histograms, payoff, timing
+from . import histograms, payoff, speedup, timing
+from . import replay as rp
 from .argmax_drafting import alpha_argmax, loop_draft_samplings
 from .artifacts import SUMMARY_COLUMNS, read_streams
+from .bootstrap import bootstrap_paired_difference_ci
 from .specs import Run
 
 # cost_model.csv: the timing job's own figures, beside the predictions made from them
@@ -123,7 +125,7 @@ def distillation_row(c: dict, n_boot: int) -> dict:
                                           pl.len().alias("n")).sort("sample_id"))
     n = float(per["n"].sum())
     alpha_b, alpha_a = float(per["b"].sum()) / n, float(per["a"].sum()) / n
-    lo, hi = acc.bootstrap_paired_difference_ci(per["a"].to_numpy(), per["b"].to_numpy(), per["n"].to_numpy(), n_boot)
+    lo, hi = bootstrap_paired_difference_ci(per["a"].to_numpy(), per["b"].to_numpy(), per["n"].to_numpy(), n_boot)
     return {**{k: c[k] for k in ("dataset", "target", "decoding", "before", "after", "loss", "data")},
             "n_samples": per.height, "positions": int(n), "alpha_before": alpha_b, "alpha_after": alpha_a,
             "alpha_difference": alpha_a - alpha_b, "alpha_difference_lo": lo, "alpha_difference_hi": hi,
@@ -209,7 +211,7 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
             "mapped_mass": row["mapped_mass"],
             # predicted by the i.i.d. model from leviathan_alpha, on every row
             "iid_token_acceptance": row["iid_token_acceptance"],
-            "iid_tau": acc.expected_tokens_per_call(alpha, g) if math.isfinite(alpha) else None,
+            "iid_tau": speedup.expected_tokens_per_call(alpha, g) if math.isfinite(alpha) else None,
             "positional_match_rate_min_len": pm.positional_match_rate_min_len if pm else None,
             # measured by the real loop where it ran at this gamma
             "loop_token_acceptance_rate": loop_summ[g]["token_acceptance_rate"] if g in loop_summ else None,
@@ -225,7 +227,7 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
                 "best_gamma": c["best_gamma"], "best_gamma_lo": c["best_gamma_lo"],
                 "best_gamma_hi": c["best_gamma_hi"]})
             # measured per-position acceptance (marginals P(accepted >= i)) through the measured costs
-            accepted = (acc.replay(streams, g).accepted if is_greedy
+            accepted = (rp.replay(streams, g).accepted if is_greedy
                         else loops[g]["accepted"].to_numpy() if g in loop_summ else None)
             marginals = payoff.marginals(accepted, g) if accepted is not None and len(accepted) else None
             payoffs[g] = payoff.run_columns(tim, g, marginals, mean_len)
@@ -248,7 +250,7 @@ def run_tables(run: Run, gammas: list[int], n_boot: int):
     return summary, per_pos, cost_rows, loop_rows
 
 
-def loop_vs_replay(run: Run, scores: pl.DataFrame | acc.Streams, rounds: pl.DataFrame, gamma: int, is_greedy: bool,
+def loop_vs_replay(run: Run, scores: pl.DataFrame | rp.Streams, rounds: pl.DataFrame, gamma: int, is_greedy: bool,
                    loop_summary: dict, replay: pl.DataFrame, targets: dict[str, list[int]]) -> dict:
     """Does the real loop do what the replay says? For greedy decoding it must, round for round."""
     # the greedy replay along the target's stream is comparable with the loop only under greedy decoding

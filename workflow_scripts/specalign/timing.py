@@ -31,7 +31,7 @@ and for each clip measures, interleaved draft / target / draft / target ...:
 Every row says what it ran on (`device`: one name, or "draft X, target Y"; `dtype` likewise;
 `torch_threads`). `summarise` forms each ratio from one clip's timings of this job (numerator
 and denominator from the same clip), pools over clips, and gives a bootstrap interval over clips
-(acceptance.bootstrap_ci: the package's one resampling engine); it refuses rows from two devices.
+(bootstrap.bootstrap_ci: the package's one resampling engine); it refuses rows from two devices.
 """
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import acceptance as acc
 from .backends.base import Backend, PromptInputs
+from .bootstrap import N_BOOT, bootstrap_ci
 from .generation import _sync, processed_distribution, sample_from, sample_generator, warm_up
 from .specs import Decoding
 from .speculative import loop_device, speculative_decode, warm_up_loop
@@ -225,7 +225,7 @@ def _ratio(num: np.ndarray, den: np.ndarray, n_boot: int, seed: int) -> tuple[fl
     """(sum num / sum den, 95% interval over clips): per clip, num and den come from that clip."""
     s = float(den.sum())
     point = float(num.sum()) / s if len(den) and s != 0 else math.nan
-    lo, hi = acc.bootstrap_ci(num, den, n_boot, seed)
+    lo, hi = bootstrap_ci(num, den, n_boot, seed)
     return point, lo, hi
 
 
@@ -233,7 +233,7 @@ def _mean(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, flo
     return _ratio(values, np.ones_like(values), n_boot, seed)
 
 
-def summarise(tbl, n_boot: int = acc.N_BOOT, seed: int = 0) -> dict:
+def summarise(tbl, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """One timing job's figures: c, the prefills, verify cost per gamma, the loop's per-round
     overhead and its measured speedup per gamma, each with a 95% bootstrap interval over clips.
 
@@ -245,7 +245,7 @@ def summarise(tbl, n_boot: int = acc.N_BOOT, seed: int = 0) -> dict:
     same models, from means). Loop and plain decoding are long A/B runs: their sums are kept.
     The point estimate pools the clips
     (sum of numerators / sum of denominators) and the interval resamples clips
-    (acceptance.bootstrap_ci). Figures:
+    (bootstrap.bootstrap_ci). Figures:
     - c = draft_step / target_step; verify_cost[k] = verify pass of k + 1 tokens / target_step.
     - draft_prefill_ms, target_prefill_ms, draft_step_ms, target_step_ms: means over clips of the
       clips' medians.

@@ -10,7 +10,7 @@
     kind: draft passes per round), nodes, budget (constructed), paths (the rank paths, JSON);
   - MEASURED (exact replay): n_samples, rounds, drafted (nodes of the depth-capped trees), accepted,
     emitted, tau, tokens_per_call, node_acceptance_rate (accepted / drafted), *_lo / *_hi (95%
-    bootstrap over samples, acceptance.bootstrap_ci);
+    bootstrap over samples, bootstrap.bootstrap_ci);
   - PREDICTED: expected_tau (constructed trees: 1 + the construction's expected accepted length under
     the independence assumption, beside the replayed tau); MEASURED beside it, tau_every_start: 1 + the
     mean accepted length of a round started at every position (trees.path_lengths, capped at the
@@ -40,9 +40,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from . import acceptance as acc
 from . import payoff, timing
 from . import trees as T
+from .bootstrap import bootstrap_ci
+from .replay import Rounds, _ratio
 from .specs import Run
 
 KEYS = ("dataset", "draft", "target", "decoding")
@@ -83,7 +84,7 @@ def _cost_columns(tim: dict | None, tree: T.Tree, accepted: np.ndarray, mean_len
     return out
 
 
-def tree_row(keys: dict, tree: T.Tree, rounds: acc.Rounds, n_boot: int, seed: int = 0) -> dict:
+def tree_row(keys: dict, tree: T.Tree, rounds: Rounds, n_boot: int, seed: int = 0) -> dict:
     """The replay's measured columns for one tree (the core of a trees.csv row)."""
     a, e, d = (rounds.per_sample(x) for x in (rounds.accepted, rounds.emitted, rounds.drafted))
     r = rounds.per_sample(None)
@@ -95,12 +96,12 @@ def tree_row(keys: dict, tree: T.Tree, rounds: acc.Rounds, n_boot: int, seed: in
            "paths": json.dumps([list(p) for p in tree.paths], separators=(",", ":")),
            "exact": True, "n_samples": len(rounds.sample_ids), "rounds": n_rounds,
            "drafted": int(rounds.drafted.sum()), "accepted": accepted, "emitted": int(rounds.emitted.sum()),
-           "tau": acc._ratio(accepted + n_rounds, n_rounds),
-           "tokens_per_call": acc._ratio(rounds.emitted.sum(), n_rounds),
-           "node_acceptance_rate": acc._ratio(accepted, rounds.drafted.sum())}
-    row["tau_lo"], row["tau_hi"] = acc.bootstrap_ci(a + r, r, n_boot, seed)
-    row["tokens_per_call_lo"], row["tokens_per_call_hi"] = acc.bootstrap_ci(e, r, n_boot, seed)
-    row["node_acceptance_rate_lo"], row["node_acceptance_rate_hi"] = acc.bootstrap_ci(a, d, n_boot, seed)
+           "tau": _ratio(accepted + n_rounds, n_rounds),
+           "tokens_per_call": _ratio(rounds.emitted.sum(), n_rounds),
+           "node_acceptance_rate": _ratio(accepted, rounds.drafted.sum())}
+    row["tau_lo"], row["tau_hi"] = bootstrap_ci(a + r, r, n_boot, seed)
+    row["tokens_per_call_lo"], row["tokens_per_call_hi"] = bootstrap_ci(e, r, n_boot, seed)
+    row["node_acceptance_rate_lo"], row["node_acceptance_rate_hi"] = bootstrap_ci(a, d, n_boot, seed)
     row["expected_tau"] = None if tree.expected_accepted is None else 1.0 + tree.expected_accepted
     return row
 
@@ -116,7 +117,7 @@ def rank_rows(keys: dict, scores: pl.DataFrame, rank_k: int) -> list[dict]:
     ranks = np.minimum(scores["target_rank"].to_numpy().astype(np.int64), rank_k)
     counts = np.bincount(ranks, minlength=rank_k + 1)
     total = int(counts.sum())
-    return [{**keys, "rank": r, "positions": int(c), "share": acc._ratio(c, total), "rank_k": rank_k}
+    return [{**keys, "rank": r, "positions": int(c), "share": _ratio(c, total), "rank_k": rank_k}
             for r, c in enumerate(counts)]
 
 

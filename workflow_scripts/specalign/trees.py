@@ -15,7 +15,7 @@ of matches replaced by that path length and gamma by the tree's depth:
     drafted = the pruned tree's nodes
 
 The chain of length gamma is the tree of width 1 and depth gamma (its only path is 0, 0, ..):
-rank 0 is `match`, so it reproduces `acceptance.replay` exactly (tests/test_trees.py).
+rank 0 is `match`, so it reproduces `replay.replay` exactly (tests/test_trees.py).
 
 A tree is a set of rank paths, closed under prefixes (Medusa / EAGLE write theirs so): node
 (0, 1) is the draft's second proposal after its first. A full k-ary tree of depth d holds every
@@ -51,6 +51,7 @@ import numpy as np
 import polars as pl
 
 from . import acceptance as acc
+from .replay import Round, Rounds, Streams, _check_gamma, _lockstep_rounds
 
 MAX_NODES = 4096   # a verify pass over more than this many tree tokens is no deployment anyone runs
 KINDS = ("chain", "full", "paths", "constructed")
@@ -97,7 +98,7 @@ class Tree:
 
 def chain(gamma: int) -> Tree:
     """The chain of length gamma: width 1, depth gamma."""
-    g = acc._check_gamma(gamma)
+    g = _check_gamma(gamma)
     return Tree(f"chain{g}", "chain", tuple((0,) * i for i in range(1, g + 1)), width=1)
 
 
@@ -156,9 +157,9 @@ def from_config(name: str, entry: Mapping, rank_k: int) -> Tree:
 
 @dataclass(frozen=True)
 class RankStreams:
-    """Many samples' target ranks, concatenated like acceptance.Streams (sample_id order)."""
+    """Many samples' target ranks, concatenated like replay.Streams (sample_id order)."""
 
-    streams: acc.Streams
+    streams: Streams
     ranks: np.ndarray       # int64 per position; rank_k where beyond the cap
 
 
@@ -196,40 +197,29 @@ def path_lengths(rs: RankStreams, tree: Tree) -> np.ndarray:
     return length
 
 
-def replay_tree(rs: RankStreams, tree: Tree) -> acc.Rounds:
+def replay_tree(rs: RankStreams, tree: Tree) -> Rounds:
     """Rounds of greedy tree speculative decoding along every stream (the module doc's rule; the
-    loop of acceptance.replay with the tree's path lengths for the runs of matches)."""
+    loop of replay.replay with the tree's path lengths for the runs of matches)."""
     st = rs.streams
     n = st.lengths
     first = st.offsets[:-1]
     longest = path_lengths(rs, tree)
     upto = tree.nodes_upto()
-    s = np.zeros(len(n), dtype=np.int64)
-    active = np.flatnonzero(n > 0)
-    steps = []
-    while active.size:
-        sa = s[active]
+
+    def step(active, sa):
         g = np.maximum(0, np.minimum(tree.depth, st.budgets[active] - sa - 1))
         a = np.minimum(g, longest[first[active] + sa])
-        e = np.where(sa + a == n[active], a, a + 1)
-        steps.append((active, sa, upto[g], a, e))
-        s[active] = sa + e
-        active = active[s[active] < n[active]]
-    if not steps:
-        z = np.zeros(0, dtype=np.int64)
-        return acc.Rounds(list(st.sample_ids), z, z, z, z, z, n)
-    cols = [np.concatenate(c) for c in zip(*steps)]
-    order = np.argsort(cols[0], kind="stable")
-    sample, start, drafted, accepted, emitted = (c[order] for c in cols)
-    return acc.Rounds(list(st.sample_ids), sample, start, drafted, accepted, emitted, n)
+        return upto[g], a, np.where(sa + a == n[active], a, a + 1)
+
+    return _lockstep_rounds(st.sample_ids, n, step)
 
 
-def replay_tree_rounds(ranks: Sequence[int], tree: Tree, max_new_tokens: int) -> list[acc.Round]:
+def replay_tree_rounds(ranks: Sequence[int], tree: Tree, max_new_tokens: int) -> list[Round]:
     """`replay_tree` along one stream of target ranks, as Round records."""
     r = np.asarray(ranks, dtype=np.int64).reshape(-1)
-    rs = RankStreams(acc.Streams.one(r == 0, max_new_tokens), r)
+    rs = RankStreams(Streams.one(r == 0, max_new_tokens), r)
     out = replay_tree(rs, tree)
-    return [acc.Round(int(a), int(b), int(c), int(d))
+    return [Round(int(a), int(b), int(c), int(d))
             for a, b, c, d in zip(out.start, out.drafted, out.accepted, out.emitted)]
 
 
