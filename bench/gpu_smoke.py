@@ -7,10 +7,15 @@ script cannot rot. Nothing is downloaded: a small demo dataset (demo_data), the 
 tiny checkpoints of the real architectures (demo_models: a Video-LLaVA target, an EventGPT draft,
 trained for a few steps on the CPU by the demo's own code) are written to a temporary folder, and
 every check then goes through the code the rule scripts run: `backends.load_backend` with a ModelSpec on the device, `backend.prepare` of dataset
-samples, `generation.generate` batched with left padding, `scoring.score_table`, the greedy and
-sampled `speculative` loop, `distill` (ce with LoRA, kl, tv with LoRA), self-drafts through
-`backends.variants` (int8 / int4 quantization, the first k layers), `summary.acceptance_tables`
-and `report.build_report`.
+samples, `generation.generate` batched with left padding, `scoring.score_table` (with its
+`target_rank` at two caps, and the tree replay of chain{g} from those ranks == the greedy replay),
+the score_ablation job's path (`ablations.Ablator` wrapping the draft's prepare: blank events), the
+greedy and sampled `speculative` loop, the paired timing job (`timing.time_pairs`: warm-up,
+interleaved prefills, decode steps, verify passes, loop vs plain decoding, synchronised on CUDA;
+then `timing.summarise`, which must refuse a table of two devices), `distill` (ce with LoRA, kl, tv
+with LoRA), self-drafts through `backends.variants` (int8 / int4 quantization, the first k layers),
+`summary.acceptance_tables` and `report.build_report`. Where polars is missing (the GPU image) the
+CPU-only code that needs it (tree_replay, timing_summary, acceptance_tables, report) is SKIPped.
 
 Each check prints one line, `PASS name (seconds; detail)`, `FAIL name: why` or `SKIP name: why`, and
 the run ends with `gpu_smoke: P passed, F failed, S skipped`; the exit status is 1 on any FAIL.
@@ -19,14 +24,15 @@ gpu_smoke.json under --out records the device, dtype, versions and every check's
 Exactness. In float32 the checks are the test suite's: batched == unbatched streams, the greedy loop's
 output == the target's greedy stream, its rounds == the replay of the teacher-forced matches. In
 bfloat16, passes of different shapes (batched vs one row, chunked verification vs one token a step,
-one teacher-forced pass vs the loop) may round an argmax near-tie differently; those checks then
-allow at most LOW_PRECISION_SHARE of the samples to differ, and the greedy loop only where its own
+one teacher-forced pass vs the loop) may round an argmax near-tie differently; those checks (and
+the timed loop's output lengths) then allow at most LOW_PRECISION_SHARE of the samples to differ, and the greedy loop only where its own
 flip flags (`verify_flip` / `draft_flip`) say numerics did it; left padding is then checked on the
 logits (LOGIT_TOL) rather than on argmax streams alone.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -46,6 +52,10 @@ import torch  # noqa: E402
 
 QUESTIONS = ["What is in this scene?", "Describe how the shape moves in this clip, please."]
 GAMMAS = (1, 3)
+# the timing check: reps per clip (2: the loop / plain A/B order is swapped once) and bootstrap resamples
+TIMING_REPS, TIMING_BOOT = 2, 200
+# the ranks check scores again with this cap: its ranks must be min(rank, SMALL_RANK_K) of the default cap's
+SMALL_RANK_K = 2
 # bfloat16: at most this share of the samples may differ between passes of different shapes (a real
 # bug moves most of them; near-ties move one now and then)
 LOW_PRECISION_SHARE = 0.34
@@ -319,6 +329,109 @@ def score_check(s: Smoke, sampled: bool) -> dict:
     return {"alpha": float(summin.mean()), "note": f"alpha {summin.mean():.3f}"}
 
 
+def ranks_check(s: Smoke) -> dict:
+    """target_rank (scoring.target_ranks: the draft's stable sort on the device) of the greedy scores,
+    scored with the config's default cap scoring.RANK_K: rank 0 exactly where match is, every rank in
+    [0, RANK_K] (RANK_K: the sentinel "not within the top RANK_K"), and the same streams scored again
+    with the cap SMALL_RANK_K give min(rank, SMALL_RANK_K) exactly (the same passes: exact in any
+    dtype). Some rank must lie strictly between 0 and the cap, so the tree replay is not vacuous."""
+    from specalign.scoring import RANK_K, score_table
+
+    tbl, dec = s.state["scores_greedy"], decoding(s, False)
+    ranks, match = tbl.column("target_rank").to_pylist(), tbl.column("match").to_pylist()
+    bad = [i for i, (r, m) in enumerate(zip(ranks, match)) if (r == 0) != m or not 0 <= r <= RANK_K]
+    expect(not bad, f"rows {bad[:5]}: target_rank {[ranks[i] for i in bad[:5]]} vs match "
+                    f"{[match[i] for i in bad[:5]]} (rank 0 iff match, ranks in [0, {RANK_K}])")
+    inner = sum(0 < r < RANK_K for r in ranks)
+    expect(inner > 0, f"no target_rank strictly between 0 and {RANK_K}: the tree replay would only see chains")
+    items = [(dp, tp, g.token_ids) for dp, tp, g in zip(s.state["dprompts"], s.state["tprompts"],
+                                                        s.state["gen_target_greedy"])]
+    small = score_table(s.state["draft"], s.state["target"], items, s.state["tmap"], dec, rank_k=SMALL_RANK_K)
+    capped = small.column("target_rank").to_pylist()
+    expect(capped == [min(r, SMALL_RANK_K) for r in ranks],
+           f"target_rank with rank_k {SMALL_RANK_K} is not min(rank, {SMALL_RANK_K}) of rank_k {RANK_K}'s")
+    # the sentinel: at the small cap some rank must be cut (else min() above checked nothing)
+    expect(SMALL_RANK_K in capped, f"no rank reached the cap {SMALL_RANK_K}: the sentinel went unchecked")
+    beyond = sum(r == RANK_K for r in ranks)
+    return {"rank_k": RANK_K, "ranks_inner": inner, "ranks_beyond": beyond,
+            "ranks_beyond_small": sum(r == SMALL_RANK_K for r in capped),
+            "note": f"{len(ranks)} ranks: {sum(match)} at 0, {inner} in 1..{RANK_K - 1}, {beyond} at the cap"}
+
+
+def tree_replay_check(s: Smoke) -> dict:
+    """trees.replay_tree_rounds of chain{g} from the scores' target_rank == replay.replay_rounds at
+    gamma g from their match, round for round, per clip. Both replays read one table, so this is
+    exact in any dtype (no LOW_PRECISION_SHARE: no two passes are compared here)."""
+    if importlib.util.find_spec("polars") is None:
+        raise Skip("polars is not installed (trees.py imports it; the --device cpu run covers this CPU-only "
+                   "code; the ranks it replays are checked on the device by `ranks`)")
+    from specalign.replay import replay_rounds
+    from specalign.trees import chain, replay_tree_rounds
+
+    tbl, dec = s.state["scores_greedy"], decoding(s, False)
+    per: dict[str, list[tuple[int, int, bool]]] = {}
+    for sid, pos, r, m in zip(*(tbl.column(c).to_pylist() for c in ("sample_id", "position", "target_rank", "match"))):
+        per.setdefault(sid, []).append((pos, r, m))
+    rounds = 0
+    for gamma in GAMMAS:
+        for sid, rows in per.items():
+            rows.sort()
+            tree = replay_tree_rounds([r for _, r, _ in rows], chain(gamma), dec.max_new_tokens)
+            flat = replay_rounds([m for _, _, m in rows], gamma, dec.max_new_tokens)
+            expect(tree == flat, f"{sid} gamma {gamma}: chain{gamma} replayed from ranks {tree} != the greedy "
+                                 f"replay {flat}")
+            rounds += len(flat)
+    return {"rounds": rounds, "note": f"chain{{g}} == greedy replay at gammas {list(GAMMAS)}: {rounds} rounds"}
+
+
+def ablation_check(s: Smoke) -> dict:
+    """The score_ablation job's path (workflow_scripts/score_ablation.py) with a draft-side `blank`:
+    the draft's samples prepared through ablations.Ablator's wrap of the REAL backend (the blank
+    events written to a file and read back by its prepare), scored along the target's plain greedy
+    streams. Truths: the same rows (sample, position, target token) as the plain scores; the prompt
+    ids untouched and the event inputs changed for every clip (and one blank input for all); the
+    target's columns equal the plain table's exactly (its side is not ablated: same inputs, same
+    passes) while the draft's log-probs move. A mean match differing from the plain run's is not
+    required: on tiny models the draft's argmax often survives a blank input, so that could fail
+    without a bug; a float log-prob cannot stay bit-identical once the draft's visual input really
+    changed, so it fails exactly when the ablated input never reached the draft's pass."""
+    from specalign.ablations import Ablator, job_entry
+    from specalign.artifacts import write_parquet
+    from specalign.scoring import score_table
+    from specalign.specs import schema_defaults
+
+    draft, target, dec = s.state["draft"], s.state["target"], decoding(s, False)
+    plain_prompts, plain = s.state["dprompts"], s.state["scores_greedy"]
+    ablation = job_entry("blank", {**schema_defaults("ablations", "*"), "side": "draft", "kind": "blank"})
+    with Ablator(ablation, s.state["test"]) as ablator:
+        wrapped = ablator.wrap(draft)
+        ablated = [wrapped.prepare(x) for x in s.state["test"]]
+    for a, p in zip(ablated, plain_prompts):
+        expect(a.sample_id == p.sample_id and torch.equal(a.input_ids, p.input_ids),
+               f"{p.sample_id}: the ablated draft prompt's ids differ from the plain ones")
+        expect(sorted(a.model_inputs) == sorted(p.model_inputs) and
+               any(not torch.equal(a.model_inputs[k], p.model_inputs[k]) for k in p.model_inputs),
+               f"{p.sample_id}: the blank ablation left the draft's inputs {sorted(p.model_inputs)} as they were")
+        expect(all(torch.equal(a.model_inputs[k], ablated[0].model_inputs[k]) for k in a.model_inputs),
+               f"{a.sample_id}: blank inputs differ between clips")
+    items = [(a, tp, g.token_ids) for a, tp, g in zip(ablated, s.state["tprompts"], s.state["gen_target_greedy"])]
+    tbl = score_table(draft, target, items, s.state["tmap"], dec)
+    keys = ("sample_id", "position", "target_token")
+    expect(all(tbl.column(k).to_pylist() == plain.column(k).to_pylist() for k in keys),
+           f"the ablated scores' rows ({tbl.num_rows}) are not the plain scores' ({plain.num_rows})")
+    expect(tbl.column("target_logprob").to_pylist() == plain.column("target_logprob").to_pylist(),
+           "the target's log-probs moved although only the draft's input was ablated")
+    moved = sum(a != b for a, b in zip(tbl.column("draft_logprob").to_pylist(),
+                                       plain.column("draft_logprob").to_pylist()))
+    expect(moved > 0, "the draft's log-probs are bit-identical with blank events: the ablated input never "
+                      "reached the draft's pass")
+    write_parquet(tbl, s.state["art"] / "scores_ablation_blank_greedy.parquet", "scores")
+    m_plain, m_abl = (sum(t.column("match").to_pylist()) / t.num_rows for t in (plain, tbl))
+    return {"rows": tbl.num_rows, "draft_logprob_moved": moved, "match_plain": m_plain, "match_ablated": m_abl,
+            "note": f"draft blank events: {moved}/{tbl.num_rows} draft log-probs moved; match {m_plain:.3f} -> "
+                    f"{m_abl:.3f}"}
+
+
 # ---------------------------------------------------------------------------------- the loop
 def loop_check(s: Smoke, draft, dprompts, tmap, name: str, sampled: bool, scores=None, write: bool = False) -> dict:
     """The speculative loop over the test prompts at every gamma. Greedy: output == the target's
@@ -392,6 +505,129 @@ def sampled_self_check(s: Smoke) -> dict:
     expect(got >= floor, f"the target drafting for itself accepted {got:.3f} of the proposals it judged (< {floor})")
     out["note"] = f"the target drafting for itself: {got:.3f} of the judged proposals accepted"
     return out
+
+
+# ---------------------------------------------------------------------------------- paired timing
+@contextlib.contextmanager
+def counting_calls(owner, name: str):
+    """owner.name replaced, for the block, by a wrapper that records each call's arguments and
+    calls through: how the timing check sees the synchronisations around each timed pass."""
+    real, calls = getattr(owner, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    setattr(owner, name, wrapper)
+    try:
+        yield calls
+    finally:
+        setattr(owner, name, real)
+
+
+def timing_check(s: Smoke) -> dict:
+    """The timing job's function (`timing.time_pairs`, as workflow_scripts/timing.py calls it, warm-up
+    included) on the smoke's draft + target, greedy, over the test clips: verify passes and loop at
+    GAMMAS, TIMING_REPS reps. Truths: every row names the requested device and dtype, every time is
+    finite and > 0 (a loop's forward passes inside its wall time), each (clip, kind, gamma) has the
+    rows the job's plan gives (timing.context_positions), the plain baseline decodes exactly the
+    loop's token count, and each timed pass is bracketed by synchronisations of the backends' devices
+    (timing._sync; on CUDA torch.cuda.synchronize is counted too: unsynchronised CUDA timings
+    measure kernel launches, not passes)."""
+    from collections import Counter
+
+    from specalign import timing
+    from specalign.artifacts import write_parquet
+    from specalign.generation import device_name
+
+    draft, target, dec = s.state["draft"], s.state["target"], decoding(s, False)
+    gen = s.state["gen_target_greedy"]
+    items = [(dp, tp, g.token_ids) for dp, tp, g in zip(s.state["dprompts"], s.state["tprompts"], gen)]
+    with counting_calls(timing, "_sync") as syncs, counting_calls(torch.cuda, "synchronize") as cuda_syncs:
+        tbl = timing.time_pairs(draft, target, items, s.state["tmap"], dec, GAMMAS, GAMMAS, TIMING_REPS)
+    write_parquet(tbl, s.state["art"] / "timing_greedy.parquet", "timing")
+    rows = tbl.to_pylist()
+    n_rows = len(rows)
+    want_dev = device_name(s.args.device)
+    cols = {(r["device"], r["dtype"], r["torch_threads"]) for r in rows}
+    expect(cols == {(want_dev, s.args.dtype, torch.get_num_threads())},
+           f"the rows say (device, dtype, threads) {sorted(cols)}, not {(want_dev, s.args.dtype)}")
+    bad = [r for r in rows if not (math.isfinite(r["ms"]) and r["ms"] > 0 and 0 < r["forward_ms"] <= r["ms"])]
+    expect(not bad, f"{len(bad)} rows with a time not finite and > 0, e.g. {bad[:1]}")
+    want = Counter()
+    for dp, tp, y in items:
+        n_pos = len(timing.context_positions(len(y)))
+        for kind in ("draft_prefill", "target_prefill"):
+            want[tp.sample_id, kind, 0] = TIMING_REPS
+        for kind in ("draft_step", "target_step"):
+            want[tp.sample_id, kind, 0] = n_pos * TIMING_REPS
+        for g in GAMMAS:
+            want[tp.sample_id, "verify", g] = n_pos * TIMING_REPS
+            want[tp.sample_id, "loop", g] = want[tp.sample_id, "target_only", g] = TIMING_REPS
+    got = Counter((r["sample_id"], r["kind"], r["gamma"]) for r in rows)
+    expect(got == want, f"rows per (clip, kind, gamma) differ from the plan: {sorted((got - want).items())[:3]} "
+                        f"extra, {sorted((want - got).items())[:3]} missing")
+    tokens = {}
+    for r in rows:
+        if r["kind"] in ("loop", "target_only"):
+            tokens.setdefault((r["sample_id"], r["gamma"], r["rep"]), {})[r["kind"]] = r["tokens"]
+    expect(all(t["loop"] == t["target_only"] >= 1 for t in tokens.values()),
+           "the plain baseline did not decode the loop's token count")
+    # greedy: the loop makes the target's stream, so its length (bfloat16: numerics may flip a few clips)
+    length = {g.sample_id: len(g.token_ids) for g in gen}
+    off = sorted({sid for (sid, _, _), t in tokens.items() if t["loop"] != length[sid]})
+    expect(len(off) <= allowed_differences(s, len(gen)), f"the timed loop's output length is not the target "
+                                                         f"stream's for {off}")
+    devices = {torch.device(d).type for args in syncs for d in args}
+    expect(len(syncs) >= 2 * n_rows and devices == {torch.device(s.args.device).type},
+           f"{len(syncs)} synchronisations (of {sorted(devices)}) around {n_rows} timed passes")
+    if torch.device(s.args.device).type == "cuda":
+        expect(len(cuda_syncs) >= 2 * n_rows, f"torch.cuda.synchronize ran {len(cuda_syncs)} times around "
+                                              f"{n_rows} timed passes")
+    s.state["timing_greedy"] = tbl
+    return {"rows": n_rows, "syncs": len(syncs), "cuda_syncs": len(cuda_syncs), "device_column": want_dev,
+            "note": f"{n_rows} rows, {len(items)} clips x {TIMING_REPS} reps, gammas {list(GAMMAS)}; "
+                    f"{len(syncs)} syncs ({len(cuda_syncs)} CUDA)"}
+
+
+def timing_summary_check(s: Smoke) -> dict:
+    """timing.summarise of the timing check's table: c, every verify_cost and the loop's measured
+    speedup finite and > 0 with lo <= value <= hi, on the requested device and clips; and the same
+    table with one clip's device renamed must be refused (ValueError naming both devices)."""
+    if importlib.util.find_spec("polars") is None:
+        raise Skip("polars is not installed (timing.summarise needs it; the --device cpu run covers this "
+                   "CPU-only code; the timings themselves are checked on the device by `timing`)")
+    import polars as pl
+
+    from specalign import timing
+
+    df = pl.from_arrow(s.state["timing_greedy"])
+    summ = timing.summarise(df, n_boot=TIMING_BOOT)
+    expect(summ["device"] == df["device"][0] and summ["n_clips"] == len(s.state["test"])
+           and summ["reps"] == TIMING_REPS, f"summary of {summ['device']}, {summ['n_clips']} clips, {summ['reps']} reps")
+    figures = {"c": (summ["c"], summ["c_lo"], summ["c_hi"])}
+    for k, v in summ["verify"].items():
+        figures[f"verify_cost[{k}]"] = (v["verify_cost"], v["verify_cost_lo"], v["verify_cost_hi"])
+    for g, v in summ["loop"].items():
+        figures[f"measured_speedup[{g}]"] = (v["measured_speedup"], v["measured_speedup_lo"], v["measured_speedup_hi"])
+    expect(sorted(summ["verify"]) == sorted(summ["loop"]) == list(GAMMAS), f"gammas {sorted(summ['verify'])}, "
+                                                                          f"{sorted(summ['loop'])}")
+    bad = {k: v for k, v in figures.items() if not (all(map(math.isfinite, v)) and 0 < v[1] <= v[0] <= v[2])}
+    expect(not bad, f"figures not finite, > 0 and inside their interval (value, lo, hi): {bad}")
+    other = "another device (gpu_smoke)"
+    first = df["sample_id"].min()
+    mixed = df.with_columns(pl.when(pl.col("sample_id") == first).then(pl.lit(other))
+                            .otherwise(pl.col("device")).alias("device"))
+    try:
+        timing.summarise(mixed, n_boot=TIMING_BOOT)
+    except ValueError as exc:
+        expect(other in str(exc) and summ["device"] in str(exc), f"the refusal does not name both devices: {exc}")
+    else:
+        raise CheckFailed("timing.summarise combined rows from two devices")
+    return {"c": figures["c"], **{k: v for k, v in figures.items() if k != "c"},
+            "note": f"c {summ['c']:.3f} [{summ['c_lo']:.3f}, {summ['c_hi']:.3f}]; speedup "
+                    + ", ".join(f"g{g} {v['measured_speedup']:.2f}" for g, v in summ["loop"].items())
+                    + "; two devices refused"}
 
 
 # ---------------------------------------------------------------------------------- self-drafts
@@ -598,12 +834,17 @@ def main(argv=None) -> int:
         s.run("resource_plan", lambda: plan_check(s), needs=("generate_batched",))
         s.run("score_greedy", lambda: score_check(s, False), needs=("generate_batched",))
         s.run("score_sampled", lambda: score_check(s, True), needs=("generate_batched",))
+        s.run("ranks", lambda: ranks_check(s), needs=("score_greedy",))
+        s.run("tree_replay", lambda: tree_replay_check(s), needs=("ranks",))
+        s.run("score_ablation", lambda: ablation_check(s), needs=("score_greedy",))
         draft = ("draft", "dprompts", "tmap")
         s.run("speculative_greedy", lambda: loop_check(s, *(s.state[k] for k in draft), "draft", False,
                                                        s.state["scores_greedy"], write=True), needs=("score_greedy",))
         s.run("speculative_sampled", lambda: loop_check(s, *(s.state[k] for k in draft), "draft", True, write=True),
               needs=("generate_batched",))
         s.run("speculative_sampled_self", lambda: sampled_self_check(s), needs=("generate_batched",))
+        s.run("timing", lambda: timing_check(s), needs=("generate_batched",))
+        s.run("timing_summary", lambda: timing_summary_check(s), needs=("timing",))
         for kind in ("int8", "int4", "truncated"):
             s.run(f"self_draft_{kind}", lambda kind=kind: self_draft_check(s, kind), needs=("generate_batched",))
         for loss, lora_r in (("ce", 4), ("kl", None), ("tv", 4)):

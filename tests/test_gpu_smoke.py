@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^(PASS|FAIL|SKIP) (\w+)")
 COUNT = re.compile(r"^gpu_smoke: (\d+) passed, (\d+) failed, (\d+) skipped")
 # every check a CPU runs; int4_weight is CUDA-only
-ON_CPU = ("assets", "load_backends", "generate_batched", "resource_plan", "score_greedy", "score_sampled", "speculative_greedy",
-          "speculative_sampled", "speculative_sampled_self", "self_draft_int8", "self_draft_truncated",
+ON_CPU = ("assets", "load_backends", "generate_batched", "resource_plan", "score_greedy", "score_sampled", "ranks",
+          "tree_replay", "score_ablation", "speculative_greedy", "speculative_sampled", "speculative_sampled_self",
+          "timing", "timing_summary", "self_draft_int8", "self_draft_truncated",
           "distill_ce_lora", "distill_kl", "distill_tv_lora", "acceptance_tables", "report")
 
 
@@ -67,6 +68,11 @@ def test_the_record_names_device_dtype_and_each_checks_seconds(cpu_run):
     # float32: the loop is exact, so no sample may differ from the target's stream or the replay
     loop = next(c for c in rec["checks"] if c["name"] == "speculative_greedy")["detail"]
     assert loop["g1_differ"] == loop["g3_differ"] == 0
+    # the timing job's rows name the CPU, and every timed pass was bracketed by synchronisations
+    timing = next(c for c in rec["checks"] if c["name"] == "timing")["detail"]
+    assert timing["device_column"].startswith("cpu (") and timing["syncs"] >= 2 * timing["rows"] > 0
+    assert timing["cuda_syncs"] == 0
+    assert next(c for c in rec["checks"] if c["name"] == "score_ablation")["detail"]["draft_logprob_moved"] > 0
     assert (out / "gpu_smoke_report.md").read_text().startswith("# specalign report")
     assert "gpu_smoke: " in (out / "gpu_smoke.log").read_text()
 

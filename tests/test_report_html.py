@@ -515,3 +515,47 @@ def test_payoff_table_is_every_timed_row_of_the_summary(built):
     assert "Measured payoff per deployment" in html and "Measured payoff per deployment" in built.page.markdown
     assert '<th class="pred">break_even_alpha (predicted)</th>' in html
     assert [c for c in PAYOFF_COLUMNS if c in table.columns][:4] == ["dataset", "draft", "target", "decoding"]
+
+
+def test_the_ablation_sentence_names_the_largest_move():
+    import polars as pl
+
+    from specalign.report_html import ablation_sentence
+
+    rows = pl.DataFrame({"dataset": ["d"] * 3, "draft": ["a"] * 3, "target": ["t"] * 3, "decoding": ["greedy"] * 3,
+                         "ablation": ["blank", "mean_frame", "shuffle"], "plain_alpha": [0.5, 0.5, 0.5],
+                         "leviathan_alpha": [0.35, 0.5, 0.55], "leviathan_alpha_lo": [0.3, 0.45, 0.5],
+                         "leviathan_alpha_hi": [0.4, 0.55, 0.6], "alpha_change": [-0.15, 0.0, 0.05]})
+    assert ablation_sentence(rows, False) == (
+        "Of 3 input ablations, blank moved alpha most: a → t · greedy, 0.500 → 0.350 (-0.150; 95% CI of the "
+        "ablated alpha 0.300–0.400). Measured; diagnoses, not deployable drafts.")
+    assert ablation_sentence(rows.head(0), False) == ""
+
+
+def test_headline_picks_the_fastest_timed_gamma_and_the_best_branching_tree():
+    """Hand-worked: timed at gammas 1 and 3, the loop is fastest at 3; not timed at 2. The best tree by predicted
+    speedup is the chain (1.30) but a chain is a chain deployment: the headline names the full tree (1.20)."""
+    import polars as pl
+
+    from specalign.report_tables import headline_table
+
+    keys = {"dataset": "d", "draft": "a", "target": "t", "decoding": "greedy"}
+    summary = pl.DataFrame([{**keys, "gamma": g, "leviathan_alpha": 0.6, "leviathan_alpha_lo": 0.5,
+                             "leviathan_alpha_hi": 0.7, "tau": 1.0 + g / 2, "tau_lo": 1.0, "tau_hi": 3.0,
+                             "measured_speedup": m, "measured_speedup_lo": lo, "measured_speedup_hi": hi,
+                             "device": "gpu x", "break_even_alpha": 0.3, "predicted_speedup": 1.1,
+                             "expected_speedup_iid": 1.0} for g, m, lo, hi in
+                            ((1, 1.05, 0.98, 1.1), (2, None, None, None), (3, 1.25, 1.1, 1.4))])
+    trees = pl.DataFrame([{**keys, "tree": name, "kind": kind, "nodes": n, "levels": lv, "tau": tau,
+                           "predicted_speedup": sp} for name, kind, n, lv, tau, sp in
+                          (("chain3", "chain", 3, 3, 2.5, 1.3), ("w2d2", "full", 6, 2, 2.7, 1.2),
+                           ("best4", "constructed", 4, 3, 2.6, 1.1))])
+    row = headline_table(summary, trees).row(0, named=True)
+    assert (row["gamma"], row["chosen_by"], row["tau"], row["measured_speedup"]) == (3, "measured", 2.5, 1.25)
+    assert row["verdict"] == "pays off" and row["device"] == "gpu x"
+    assert (row["best_tree"], row["best_tree_tau"], row["best_tree_predicted_speedup"]) == ("w2d2 (6 nodes)", 2.7, 1.2)
+    # not timed at all: the gamma of the best prediction, named as such, and no verdict from a prediction
+    untimed = summary.with_columns(pl.lit(None, dtype=pl.Float64).alias("measured_speedup"),
+                                   pl.Series("expected_speedup_iid", [1.0, 1.4, 1.2]))
+    row = headline_table(untimed).row(0, named=True)
+    assert (row["gamma"], row["chosen_by"], row["verdict"], row["best_tree"]) == (2, "predicted", "not timed", None)

@@ -245,6 +245,18 @@ def _top_table(d: Divergence) -> pl.DataFrame:
                               pl.col("draft_text").map_elements(shown, return_dtype=pl.String))
 
 
+def ablation_sentence(ablations: pl.DataFrame, with_dataset: bool) -> str:
+    """The input ablations at a glance: the one that moved alpha most, measured against its plain run."""
+    moved = ablations.filter(pl.col("alpha_change").is_not_null()) if ablations.height else ablations
+    if not moved.height:
+        return ""
+    r = moved.sort(pl.col("alpha_change").abs(), descending=True).row(0, named=True)
+    return (f"Of {ablations.height} input ablations, {r['ablation']} moved alpha most: "
+            f"{run_label(r, with_dataset)}, {fmt(r['plain_alpha'])} → {fmt(r['leviathan_alpha'])} "
+            f"({r['alpha_change']:+.3f}; 95% CI of the ablated alpha {fmt(r['leviathan_alpha_lo'])}–"
+            f"{fmt(r['leviathan_alpha_hi'])}). Measured; diagnoses, not deployable drafts.")
+
+
 def _inputs(ablations: pl.DataFrame, grounding: pl.DataFrame | None, oracle: pl.DataFrame | None) -> list[str]:
     """The ablation, grounding and oracle tables (empty when none of them has rows)."""
     out = []
@@ -331,7 +343,8 @@ def render_html(runs: Sequence[Run], summary: pl.DataFrame, loop: pl.DataFrame, 
             _fold("More: acceptance by token class and by sample attribute", fig["disagreements"], fig["attributes"]),
             _fold("Tables per run: first divergence, top disagreements, token classes, sample attributes", *per_run))
     if inputs:
-        section("inputs", _fold("Tables: " + ", ".join(h for h, ok in (
+        glance = ablation_sentence(ablations, with_dataset)
+        section("inputs", f"<p>{html.escape(glance)}</p>" if glance else "", _fold("Tables: " + ", ".join(h for h, ok in (
             ("input ablations", ablations.height), ("grounding classes", grounding is not None and grounding.height),
             ("oracle bounds", oracle_bounds(oracle).height)) if ok), *inputs))
     samples = []
@@ -388,7 +401,8 @@ def render_markdown(runs: Sequence[Run], summary: pl.DataFrame, loop: pl.DataFra
                 "Acceptance by target token class:", "",
                 *table(d.classes, ["token_class", "n", "match_rate", "match_rate_lo", "match_rate_hi"])]
     if ablations is not None and ablations.height:
-        out += [f"## 5. {SECTIONS['inputs']}", "", "Input ablations: alpha beside the plain run's.", "",
+        out += [f"## 5. {SECTIONS['inputs']}", "", ablation_sentence(ablations, with_dataset), "",
+                "Input ablations: alpha beside the plain run's.", "",
                 *table(ablations, ABLATION_COLUMNS)]
     return "\n".join(out).rstrip() + "\n"
 

@@ -30,7 +30,7 @@ def plot_tree_budget(trees: pl.DataFrame) -> Plot:
     cols = ["pair", "tree", "kind", "nodes", "levels", "tau", "tau_lo", "tau_hi", "expected_tau", "tau_every_start",
             "predicted_speedup", "verify_cost_source"]
     if not trees.height:
-        return _empty("no greedy runs: no tree rows", pl.DataFrame({c: [] for c in cols}))
+        return _empty("no tree rows (no greedy run, or no trees table)", pl.DataFrame({c: [] for c in cols}))
     fig, (ax_tau, ax_sp) = _figure(2)
     df = _pair(trees).sort("pair", "kind", "nodes")
     import matplotlib

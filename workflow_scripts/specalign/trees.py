@@ -38,7 +38,7 @@ N nodes of largest value: the optimum for that model. Its expectation (`expected
 prediction) is reported beside the exact replay of the chosen tree (the truth): the gap is what
 the independence assumption costs.
 
-Pure numpy: no models.
+No models: numpy, and polars only where a scores table is read (rank_streams).
 """
 from __future__ import annotations
 
