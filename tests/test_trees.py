@@ -363,3 +363,17 @@ def test_tree_plots_carry_their_data(tmp_path):
     assert data["share"].sum() == pytest.approx(1.0)
     assert data["share"][0] == pytest.approx(out["ranks"]["share"][0])
     assert plot_tree_budget(pl.DataFrame()).data.height == 0
+
+
+def test_verify_cost_is_measured_interpolated_or_extrapolated():
+    """Hand-worked: timed passes at 1, 4 and 16 proposals (costs 1.1, 1.4, 2.0)."""
+    from specalign.tree_tables import _verify_cost
+
+    tim = {"verify": {1: {"verify_cost": 1.1}, 4: {"verify_cost": 1.4}, 16: {"verify_cost": 2.0}}}
+    assert _verify_cost(tim, 4) == (1.4, "measured")
+    cost, source = _verify_cost(tim, 10)                  # halfway from 4 to 16: 1.4 + 0.5 x 0.6
+    assert source == "interpolated" and cost == pytest.approx(1.7)
+    cost, source = _verify_cost(tim, 20)                  # beyond: the least-squares line through the three
+    slope, icept = np.polyfit([1, 4, 16], [1.1, 1.4, 2.0], 1)
+    assert source == "extrapolated" and cost == pytest.approx(icept + 20 * slope)
+    assert _verify_cost({"verify": {}}, 3) == (None, None)

@@ -91,7 +91,8 @@ def test_every_artifact_has_its_schema(demo_run):
         assert t["sample_id"].n_unique() == 2 and t["device"].n_unique() == 1
         assert set(t["kind"].unique()) == {"draft_prefill", "target_prefill", "draft_step", "target_step", "verify",
                                            "loop", "target_only"}
-        assert sorted(t.filter(pl.col("kind") == "verify")["gamma"].unique()) == [1, 2, 3]
+        # verify passes at every gamma up to 3 and at the trees' sizes (stages.TREE_VERIFY_SIZES)
+        assert sorted(t.filter(pl.col("kind") == "verify")["gamma"].unique()) == [1, 2, 3, 16, 32, 64]
         assert sorted(t.filter(pl.col("kind") == "loop")["gamma"].unique()) == [1, 3]
     stats = json.loads((res / "translation/demo_draft__demo_target.stats.json").read_text())
     assert stats["target_added"] == ["<image>", "<video>", "<pad>"]
@@ -143,6 +144,12 @@ def test_loop_agrees_with_replay_exactly(demo_run):
     trees = (pl.read_csv(demo_run / "results/acceptance/trees.csv").filter(pl.col("kind") != "chain")
              .sort("predicted_speedup", "nodes", descending=[True, False]))
     best = trees.row(0, named=True)
+    # every tree's verify pass timed by the paired job or between two timed sizes (w2d2's 6 nodes: between 3 and
+    # 16), none extrapolated; the chains' (1-3 nodes) timed
+    source = dict(pl.read_csv(demo_run / "results/acceptance/trees.csv").select("tree", "verify_cost_source")
+                  .unique().iter_rows())
+    assert {source[t] for t in ("chain1", "chain2", "chain3", "p3")} == {"measured"}, source
+    assert source["w2d2"] == "interpolated" and "extrapolated" not in source.values(), source
     tree_rows = [r for r in rows if "| tree " in r]
     assert len(tree_rows) == 1 and f"| tree {best['tree']} ({best['nodes']} nodes" in tree_rows[0], section
     assert "not timed (predicted only)" in tree_rows[0]

@@ -32,7 +32,8 @@ def trees_section(trees: pl.DataFrame) -> list[str]:
             "independence assumption (`expected_tau`, predicted) beside its replayed `tau` (measured) and",
             "`tau_every_start` (measured, a round started at every position). The tree's cost is predicted: one",
             "verify pass over nodes + 1 tokens (`verify_cost`, measured by the timing job where",
-            "`verify_cost_source` is `measured`, else extrapolated) and one draft step per level. Dynamic",
+            "`verify_cost_source` is `measured`, else interpolated between timed sizes or extrapolated) and one",
+            "draft step per level. Dynamic",
             "trees that choose nodes by off-path probabilities (EAGLE-2) are not replayed here.", "",
             md_table(pred, cols), ""]
 

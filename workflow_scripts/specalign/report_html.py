@@ -100,7 +100,7 @@ CAPTIONS = {
                     "per_position.csv of the acceptance stage.",
     "trees": "Left: tau of each static tree (exact greedy replay, 95% CI) against its nodes: chains, full k-ary, "
              "configured and constructed trees, the constructed trees' expected tau under independence dashed "
-             "(predicted). Right: each tree's predicted speedup (hollow: verify cost extrapolated, not timed).",
+             "(predicted). Right: each tree's predicted speedup (hollow: verify cost extrapolated beyond the timed sizes).",
     "ranks": "The rank of the target's token among the draft's proposals given the target's prefix (teacher "
              "forced): rank 1 is a chain's acceptance; ranks 2, 3, ... are what a tree can add.",
     "divergence": "Left: the share of samples whose two free-running answers are still identical up to each position "

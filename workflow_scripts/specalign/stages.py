@@ -89,15 +89,22 @@ def round_files(cfg: dict, dataset: str, pair: str, decoding: str) -> list[str]:
             for g in loop_gammas(cfg, decoding) for k in range(cfg["shards"])]
 
 
+# verify passes timed beyond the gammas: the sizes of trees (nodes + 1 tokens), so a tree of up to
+# 64 nodes gets its verify cost measured or interpolated between two timed passes, never extrapolated.
+# Fixed, not read from `trees:`: editing the trees reruns only the tables, never a job that loads models.
+TREE_VERIFY_SIZES = (16, 32, 64)
+
+
 def timing_gammas(cfg: dict) -> dict[str, list[int]]:
     """The timing job's gammas: the loop A/B at timing.gammas (null: speculative.gammas); verify
     passes (one forward each, cheap beside a loop) at every k = 1..the largest gamma the loop runs or
-    is timed at, so the tables' gammas up to it all get a measured verify cost. Not from `gammas`:
-    editing the replay's gammas reruns only the tables, never a job that loads models."""
+    is timed at, so the tables' gammas up to it all get a measured verify cost, and at
+    TREE_VERIFY_SIZES for the trees. Not from `gammas`: editing the replay's gammas reruns only the
+    tables, never a job that loads models."""
     spec_cfg = cfg["speculative"]
     loop = sorted(set(cfg["timing"]["gammas"] or spec_cfg["gammas"]))
     top = max([*loop, *spec_cfg["gammas"], *spec_cfg["greedy_gammas"]])
-    return {"loop_gammas": loop, "verify_gammas": list(range(1, top + 1))}
+    return {"loop_gammas": loop, "verify_gammas": sorted({*range(1, top + 1), *TREE_VERIFY_SIZES})}
 
 
 def timing_file(dataset: str, pair: str, decoding: str) -> str:

@@ -50,7 +50,7 @@ def plot_tree_budget(trees: pl.DataFrame) -> Plot:
             if kind == "constructed":
                 ax_tau.plot(x, part["expected_tau"].to_numpy(), ls="--", marker=marker, mfc="none", color=color)
             sp = part.filter(pl.col("predicted_speedup").is_not_null())
-            for source, fill in (("measured", color), ("extrapolated", "none")):
+            for source, fill in (("measured", color), ("interpolated", color), ("extrapolated", "none")):
                 s = sp.filter(pl.col("verify_cost_source") == source)
                 if s.height:
                     ax_sp.plot(s["nodes"].to_numpy(), s["predicted_speedup"].to_numpy(), ls="none", marker=marker,

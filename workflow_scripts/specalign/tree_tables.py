@@ -19,8 +19,9 @@
     positions (and the length budget) change;
   - cost, from the run's ONE paired timing job (timing.py): device, c, verify_tokens (nodes + 1: the
     tree's one verify pass), verify_cost (that pass / one target decode step) and verify_cost_source:
-    `measured` where the timing job timed a verify pass of nodes + 1 tokens, `extrapolated` (a
-    least-squares line through the measured ones) elsewhere, empty without timings; then PREDICTED by
+    `measured` where the timing job timed a verify pass of nodes + 1 tokens, `interpolated` between two
+    timed sizes (the job times stages.TREE_VERIFY_SIZES for the trees), `extrapolated` (a least-squares
+    line through the measured ones) beyond them, empty without timings; then PREDICTED by
     payoff.predict with gamma = levels (one draft pass per level, costed as one draft decode step
     each: tree attention's wider passes are approximated as one step) and the tree's measured
     marginals P(accepted >= i): round_cost, predicted_speedup (prefills sequential),
@@ -50,7 +51,9 @@ KEYS = ("dataset", "draft", "target", "decoding")
 
 
 def _verify_cost(tim: dict, nodes: int) -> tuple[float | None, str | None]:
-    """(verify cost of nodes + 1 tokens, measured | extrapolated); (None, None) without verify timings."""
+    """(verify cost of nodes + 1 tokens, measured | interpolated | extrapolated); (None, None) without
+    verify timings. Between two timed sizes: the straight line between them (the timing job times the
+    trees' sizes, stages.TREE_VERIFY_SIZES); beyond them: the least-squares line through all."""
     measured = {int(k): v["verify_cost"] for k, v in tim["verify"].items() if math.isfinite(v["verify_cost"])}
     if nodes in measured:
         return measured[nodes], "measured"
@@ -58,6 +61,8 @@ def _verify_cost(tim: dict, nodes: int) -> tuple[float | None, str | None]:
         return None, None
     ks = np.array(sorted(measured), dtype=np.float64)
     vs = np.array([measured[int(k)] for k in ks])
+    if ks[0] < nodes < ks[-1]:
+        return float(np.interp(nodes, ks, vs)), "interpolated"
     # one point: the cost is taken as flat; more: the least-squares line in the token count
     slope, icept = (0.0, float(vs[0])) if len(ks) < 2 else np.polyfit(ks, vs, 1)
     return max(float(icept + slope * nodes), 0.0), "extrapolated"
