@@ -32,7 +32,6 @@ logits (LOGIT_TOL) rather than on argmax streams alone.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import math
@@ -43,6 +42,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from unittest import mock
 
 T_START = time.perf_counter()
 REPO = Path(__file__).resolve().parents[1]
@@ -508,23 +508,6 @@ def sampled_self_check(s: Smoke) -> dict:
 
 
 # ---------------------------------------------------------------------------------- paired timing
-@contextlib.contextmanager
-def counting_calls(owner, name: str):
-    """owner.name replaced, for the block, by a wrapper that records each call's arguments and
-    calls through: how the timing check sees the synchronisations around each timed pass."""
-    real, calls = getattr(owner, name), []
-
-    def wrapper(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
-
-    setattr(owner, name, wrapper)
-    try:
-        yield calls
-    finally:
-        setattr(owner, name, real)
-
-
 def timing_check(s: Smoke) -> dict:
     """The timing job's function (`timing.time_pairs`, as workflow_scripts/timing.py calls it, warm-up
     included) on the smoke's draft + target, greedy, over the test clips: verify passes and loop at
@@ -543,8 +526,11 @@ def timing_check(s: Smoke) -> dict:
     draft, target, dec = s.state["draft"], s.state["target"], decoding(s, False)
     gen = s.state["gen_target_greedy"]
     items = [(dp, tp, g.token_ids) for dp, tp, g in zip(s.state["dprompts"], s.state["tprompts"], gen)]
-    with counting_calls(timing, "_sync") as syncs, counting_calls(torch.cuda, "synchronize") as cuda_syncs:
+    # the synchronisations, counted by wrapping (calling through) timing._sync and torch.cuda.synchronize
+    with (mock.patch.object(timing, "_sync", wraps=timing._sync) as sync,
+          mock.patch.object(torch.cuda, "synchronize", wraps=torch.cuda.synchronize) as cuda_sync):
         tbl = timing.time_pairs(draft, target, items, s.state["tmap"], dec, GAMMAS, GAMMAS, TIMING_REPS)
+    syncs, cuda_syncs = [c.args for c in sync.call_args_list], cuda_sync.call_args_list
     write_parquet(tbl, s.state["art"] / "timing_greedy.parquet", "timing")
     rows = tbl.to_pylist()
     n_rows = len(rows)

@@ -257,24 +257,25 @@ def ablation_sentence(ablations: pl.DataFrame, with_dataset: bool) -> str:
             f"{fmt(r['leviathan_alpha_hi'])}). Measured; diagnoses, not deployable drafts.")
 
 
-def _inputs(ablations: pl.DataFrame, grounding: pl.DataFrame | None, oracle: pl.DataFrame | None) -> list[str]:
-    """The ablation, grounding and oracle tables (empty when none of them has rows)."""
-    out = []
+def _inputs(ablations: pl.DataFrame, grounding: pl.DataFrame | None,
+            oracle: pl.DataFrame | None) -> dict[str, list[str]]:
+    """The ablation, grounding and oracle tables that have rows, by what they are (none: empty)."""
+    out = {}
     if ablations.height:
-        out += ["<h3>Input ablations</h3>",
+        out["input ablations"] = ["<h3>Input ablations</h3>",
                 "<p class=note>The draft (or the target) scored again along the target's plain stream with one input "
                 "taken away or scrambled: alpha beside the plain run's. A target-side ablation leaves greedy alpha "
                 "unchanged by construction. Diagnoses, not deployable drafts.</p>",
                 html_table(ablations, ABLATION_COLUMNS)]
     if grounding is not None and grounding.height:
-        out += ["<h3>Grounding classes: which misses no event-only draft can fix</h3>",
+        out["grounding classes"] = ["<h3>Grounding classes: which misses no event-only draft can fix</h3>",
                 "<p class=note>Each target token classed by two input ablations' log-probability drops (the target "
                 "without its frames, the draft without its events): language (what a distillation can fix), "
                 "event-grounded, RGB-only (no event draft can fix these from its input) or both; measured, with 95% "
                 "CIs over clips.</p>", html_table(grounding, GROUNDING_COLUMNS)]
     bounds = oracle_bounds(oracle)
     if bounds.height:
-        out += ["<h3>Oracle bounds (not deployable)</h3>",
+        out["oracle bounds"] = ["<h3>Oracle bounds (not deployable)</h3>",
                 "<p class=note>From the stored match bits: a router sending each clip to the target's best draft for "
                 "it, and a per-round oracle lookahead that proposes exactly what the target accepts. Greedy runs "
                 "only.</p>", html_table(bounds, ORACLE_COLUMNS)]
@@ -344,9 +345,8 @@ def render_html(runs: Sequence[Run], summary: pl.DataFrame, loop: pl.DataFrame, 
             _fold("Tables per run: first divergence, top disagreements, token classes, sample attributes", *per_run))
     if inputs:
         glance = ablation_sentence(ablations, with_dataset)
-        section("inputs", f"<p>{html.escape(glance)}</p>" if glance else "", _fold("Tables: " + ", ".join(h for h, ok in (
-            ("input ablations", ablations.height), ("grounding classes", grounding is not None and grounding.height),
-            ("oracle bounds", oracle_bounds(oracle).height)) if ok), *inputs))
+        section("inputs", f"<p>{html.escape(glance)}</p>" if glance else "",
+                _fold("Tables: " + ", ".join(inputs), *(part for parts in inputs.values() for part in parts)))
     samples = []
     for d in analyses:
         samples += [f"<h3>{html.escape(d.run.label(with_dataset))}</h3>",

@@ -72,10 +72,9 @@ def payoff_table(summary: pl.DataFrame, trees: pl.DataFrame | None = None) -> pl
     out = rows.select([c for c in PAYOFF_COLUMNS if c in rows.columns])
     best = best_trees(trees)
     if best.height:
-        keys = ["dataset", "draft", "target", "decoding"]
-        alphas = summary.group_by(keys).agg(*(pl.col(c).first() for c in ("leviathan_alpha", "alpha_argmax")
+        alphas = summary.group_by(KEYS).agg(*(pl.col(c).first() for c in ("leviathan_alpha", "alpha_argmax")
                                               if c in summary.columns))
-        tree_rows = best.join(alphas, on=keys, how="left").with_columns(
+        tree_rows = best.join(alphas, on=KEYS, how="left").with_columns(
             pl.format("tree {} ({} nodes, depth {})", pl.col("tree"), pl.col("nodes"), pl.col("levels"))
             .alias("deployment"),
             pl.lit("argmax").alias("draft_sampling"),
@@ -90,11 +89,10 @@ def best_trees(trees: pl.DataFrame | None) -> pl.DataFrame:
     left out: a chain is the chain deployment the timing job measures, listed as such."""
     if trees is None or not trees.height or "predicted_speedup" not in trees.columns:
         return pl.DataFrame()
-    keys = ["dataset", "draft", "target", "decoding"]
     branching = trees.filter(pl.col("kind") != "chain") if "kind" in trees.columns else trees
     return (branching.filter(pl.col("predicted_speedup").is_not_null())
             .sort(["predicted_speedup", "nodes"], descending=[True, False])
-            .group_by(keys, maintain_order=True).first().sort(keys))
+            .group_by(KEYS, maintain_order=True).first().sort(KEYS))
 
 
 ABLATION_COLUMNS = ["dataset", "draft", "target", "decoding", "ablation", "plain_alpha", "leviathan_alpha",
@@ -109,7 +107,7 @@ def ablation_table(summary: pl.DataFrame) -> pl.DataFrame:
     abl = summary.filter(pl.col("ablation").is_not_null())
     if not abl.height:
         return pl.DataFrame()
-    keys = ["dataset", "draft", "target", "decoding"]
+    keys = KEYS
     g_lo, g_hi = summary["gamma"].min(), summary["gamma"].max()
     plain = plain_runs(summary)
     base = (plain.filter(pl.col("gamma") == g_lo).select(*keys, pl.col("leviathan_alpha").alias("plain_alpha"))
